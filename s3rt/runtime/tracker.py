@@ -1,0 +1,324 @@
+"""The streaming tracker: Cutie's inference control flow (model_notes 2.5 / 2.6, with S3's
+padding and the official bugs fixed) over any backend.
+
+The tracker owns all state (memory banks, sensory memory, object memory, last mask, object
+ids) as device tensors that are allocated when a stream starts or when objects are added or
+deleted, and updated in place on every other frame. Backends only run the five graphs.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from s3rt.model.tensor_utils import aggregate, pad_divide_by, unpad
+from s3rt.runtime.backends.base import Backend
+from s3rt.runtime.memory import LongTermConfig, MemoryBank
+
+STAGES = ("encode", "readout", "fusion", "decode", "mask_encode")
+
+
+@dataclass
+class TrackResult:
+    mask: np.ndarray  # [H,W] uint8 object ids at the input resolution
+    prob: torch.Tensor  # [N+1,H,W] float32: background, then objects in ascending id order
+    object_ids: list[int]  # the ids of prob's channels 1..N
+    frame_index: int
+    memory_frame: bool  # whether this frame was written to memory
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (profile=True)
+
+
+def stagger_steps(mem_every: int, stagger_updates: int) -> set[int]:
+    """Frames (counted since the last memory frame) whose decoder updates the sensory memory."""
+    if stagger_updates >= mem_every:
+        return set(range(1, mem_every + 1))
+    return {int(x) for x in np.round(np.linspace(1, mem_every, stagger_updates))}
+
+
+class Tracker:
+    """Stream frames through S3 / Cutie.
+
+    Tracker(model, backend="torch", device="cpu", size=480, mem_every=5, max_mem_frames=5,
+            stagger_updates=5, top_k=30, flip_aug=False, use_long_term=False,
+            long_term=LongTermConfig(), chunk_size=-1, fp16=False, profile=False)
+
+    `model` is a network from `s3rt.build_model` (torch backend) or anything a backend accepts;
+    `backend` may also be a ready `Backend` instance (e.g. the onnxruntime backend).
+    """
+
+    def __init__(self, model=None, *, backend: str | Backend = "torch", device: str = "cpu",
+                 size: int = 480, mem_every: int = 5, max_mem_frames: int = 5, stagger_updates: int = 5,
+                 top_k: int = 30, flip_aug: bool = False, use_long_term: bool = False,
+                 long_term: LongTermConfig | dict | None = None, chunk_size: int = -1,
+                 fp16: bool = False, profile: bool = False, readout: str = "auto"):
+        if isinstance(backend, Backend):
+            self.backend = backend
+        elif backend == "torch":
+            from s3rt.runtime.backends.torch_backend import TorchBackend
+            if model is None:
+                raise ValueError("the torch backend needs a model (s3rt.build_model(...))")
+            self.backend = TorchBackend(model, device, fp16=fp16, top_k=top_k, readout=readout)
+        else:
+            raise ValueError(f"unknown backend {backend!r}: pass 'torch' or a Backend instance "
+                             "(see s3rt.runtime.backends)")
+        cfg = getattr(model, "cfg", None) or getattr(self.backend, "model_config", None)
+        if cfg is None:
+            raise ValueError("cannot tell the model configuration: pass the model or a backend with model_config")
+        if mem_every < 1 or max_mem_frames < 2 or top_k < 1:
+            raise ValueError("need mem_every >= 1, max_mem_frames >= 2 and top_k >= 1")
+        self.cfg = cfg
+        self.device = self.backend.device
+        self.size = size
+        self.mem_every = mem_every
+        self.stagger = stagger_steps(mem_every, stagger_updates)
+        self.top_k = top_k
+        self.flip_aug = flip_aug
+        self.long_term = None
+        if use_long_term:
+            self.long_term = long_term if isinstance(long_term, LongTermConfig) else LongTermConfig(**(long_term or {}))
+        # Cutie counts the permanent first frame outside max_mem_frames.
+        self.working_frames = (self.long_term.max_mem_frames if self.long_term else max_mem_frames) - 1
+        self.chunk_size = chunk_size
+        self.profile = profile
+        self.reset()
+
+    # ---- public API ------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget everything (a new video). Cutie wants one tracker per video; this is the same."""
+        self.frame_index = -1
+        self.last_mem_index = 0
+        self.object_ids: list[int] = []  # in temporary-id order (order of first appearance)
+        self.banks: list[MemoryBank] = []
+        self.sensory = self.obj_memory = self.last_mask = None
+        self.input_size = self.padded_size = None
+
+    def describe(self) -> str:
+        return self.backend.describe()
+
+    @property
+    def batch(self) -> int:
+        return 2 if self.flip_aug else 1
+
+    def state_nbytes(self) -> int:
+        tensors = [t for t in (self.sensory, self.obj_memory, self.last_mask) if t is not None]
+        return sum(b.nbytes() for b in self.banks) + sum(t.numel() * t.element_size() for t in tensors)
+
+    def delete_objects(self, ids) -> None:
+        """Remove objects from every memory; their ids may be reused later as new objects."""
+        ids = {int(i) for i in ids}
+        unknown = ids - set(self.object_ids)
+        if unknown:
+            raise ValueError(f"cannot delete unknown object ids {sorted(unknown)}; known: {self.object_ids}")
+        keep = [i for i, o in enumerate(self.object_ids) if o not in ids]
+        self.object_ids = [self.object_ids[i] for i in keep]
+        for bank in self.banks:
+            bank.keep_objects(self.object_ids)
+        self.banks = [b for b in self.banks if b.object_ids]
+        if self.sensory is not None:
+            # (Cutie forgets to drop the deleted objects' channels of last_mask; we do.)
+            self.sensory, self.obj_memory, self.last_mask = (
+                t[:, keep].contiguous() for t in (self.sensory, self.obj_memory, self.last_mask))
+
+    @torch.inference_mode()
+    def step(self, image, mask=None, objects=None, *, end: bool = False) -> TrackResult:
+        """image: RGB uint8 [H,W,3] (numpy or torch). mask: optional [H,W] integer object ids
+        (0 = background) giving new objects or corrections; `objects` restricts which ids of
+        the mask to use (default: every non-zero id). end=True skips memory updates."""
+        timings: dict[str, float] = {}
+        image = self._check_image(image)
+        if mask is not None:
+            mask, objects = self._check_mask(mask, objects, image.shape[-2:])
+            if not objects and not self.object_ids:
+                mask = None  # an empty first mask adds nothing
+        self.frame_index += 1
+        h0, w0 = image.shape[-2:]
+        image, mask = self._resize(image, mask)
+        image, pad = pad_divide_by(image, self.cfg.pad_multiple)
+        if self.padded_size is None:
+            self.input_size, self.padded_size = (h0, w0), tuple(image.shape[-2:])
+        batch_image = torch.cat([image, image.flip(-1)]) if self.flip_aug else image
+
+        since_mem = self.frame_index - self.last_mem_index
+        is_mem_frame = (since_mem >= self.mem_every or mask is not None) and not end
+        known = set(self.object_ids)
+        # Segment when there is no mask, or when it adds objects (Cutie) or lacks a known one
+        # (Cutie would crash on such a partial correction; here the prediction fills it in).
+        need_segment = mask is None or (bool(known) and set(objects) != known)
+        update_sensory = since_mem in self.stagger and not end
+
+        enc = self._run("encoder", {"image": batch_image}, timings, "encode")
+        prob = None
+        if need_segment:
+            prob = self._segment(enc, update_sensory, timings)
+        if mask is not None:
+            prob = self._merge_mask(prob, pad_divide_by(mask, self.cfg.pad_multiple)[0], objects)
+        if prob is None:  # nothing to track yet: all background
+            prob = torch.zeros(1 + len(self.object_ids), *image.shape[-2:], device=self.device)
+            prob[0] = 1
+        self.last_mask = prob[1:].unsqueeze(0)
+        if self.flip_aug:
+            self.last_mask = torch.cat([self.last_mask, self.last_mask.flip(-1)])
+
+        wrote = False
+        if is_mem_frame and self.object_ids:
+            self._add_memory(batch_image, enc, timings)
+            wrote = True
+        return self._result(unpad(prob, pad), (h0, w0), wrote, timings)
+
+    # ---- the steps -------------------------------------------------------------------------
+    def _run(self, graph, inputs, timings, stage):
+        if not self.profile:
+            return self.backend.run(graph, inputs)
+        self.backend.synchronize()
+        t0 = time.perf_counter()
+        out = self.backend.run(graph, inputs)
+        self.backend.synchronize()
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+        return out
+
+    def _segment(self, enc, update_sensory, timings):
+        if not any(bool(b.valid.any()) for b in self.banks):
+            warnings.warn("segmenting without any memory: give a mask first", stacklevel=3)
+            return None
+        b, n, _, h, w = self.sensory.shape
+        mem_readout = torch.empty(b, n, self.cfg.embed_dim, h, w, device=self.device)
+        for bank in self.banks:
+            out = self._run("readout", {"key": enc["key"], "selection": enc["selection"], **bank.memory_inputs()},
+                            timings, "readout")
+            bank.update_usage(out["usage"])
+            chunk = self.chunk_size if self.chunk_size > 0 else len(bank.object_ids)
+            for start in range(0, len(bank.object_ids), chunk):
+                ids = bank.object_ids[start:start + chunk]
+                pos = [self.object_ids.index(o) for o in ids]
+                fused = self._run("fusion", {
+                    "pix_feat": enc["pix_feat"], "readout": out["readout"][:, start:start + chunk],
+                    "sensory": self.sensory[:, pos], "last_mask": self.last_mask[:, pos],
+                    "obj_memory": self.obj_memory[:, pos]}, timings, "fusion")
+                mem_readout[:, pos] = fused["memory_readout"].to(mem_readout.dtype)
+        dec = self._run("decoder", {"f8": enc["f8"], "f4": enc["f4"], "memory_readout": mem_readout,
+                                    "sensory": self.sensory}, timings, "decode")
+        prob = dec["prob"].float()
+        prob = (prob[0] + prob[1].flip(-1)) / 2 if self.flip_aug else prob[0]
+        if update_sensory:
+            self.sensory.copy_(dec["new_sensory"])
+        return prob
+
+    def _merge_mask(self, prob, mask, objects):
+        """Combine a given id mask with the prediction (Cutie's merge, PR #31 indexing)."""
+        new_ids = [o for o in objects if o not in self.object_ids]
+        self._add_objects(new_ids)
+        if prob is not None:
+            pred = prob[1:].clone()
+            pred[:, mask > 0] = 0  # objects are mutually exclusive
+            extra = []
+            for obj in objects:
+                tmp = self.object_ids.index(obj)
+                this = (mask == obj).to(pred.dtype)
+                if tmp >= pred.shape[0]:
+                    extra.append(this.unsqueeze(0))
+                else:
+                    pred[tmp] = this
+            merged = torch.cat([pred, *extra], 0)
+        else:
+            merged = torch.stack([(mask == obj) for obj in self.object_ids]).float()
+        return torch.softmax(aggregate(merged, dim=0), dim=0)
+
+    def _add_objects(self, new_ids):
+        if not new_ids:
+            return
+        self.object_ids += list(new_ids)
+        hp, wp = self.padded_size
+        h, w = hp // 16, wp // 16
+        n, B, dev = len(new_ids), self.batch, self.device
+        zeros = dict(device=dev, dtype=torch.float32)
+        sensory = torch.zeros(B, n, self.cfg.sensory_dim, h, w, **zeros)
+        obj_mem = torch.zeros(B, n, self.cfg.num_queries, self.cfg.embed_dim + 1, **zeros)
+        last = torch.zeros(B, n, hp, wp, **zeros)
+        if self.sensory is None:
+            self.sensory, self.obj_memory, self.last_mask = sensory, obj_mem, last
+        else:
+            self.sensory = torch.cat([self.sensory, sensory], 1)
+            self.obj_memory = torch.cat([self.obj_memory, obj_mem], 1)
+            self.last_mask = torch.cat([self.last_mask, last], 1)
+
+    def _add_memory(self, batch_image, enc, timings):
+        out = self._run("mask_encoder", {"image": batch_image, "pix_feat": enc["pix_feat"],
+                                         "sensory": self.sensory, "masks": self.last_mask}, timings, "mask_encode")
+        self.obj_memory += out["summaries"].float()  # running sums of summaries and area
+        in_bank = {o for b in self.banks for o in b.object_ids}
+        new_bucket = [o for o in self.object_ids if o not in in_bank]
+        if new_bucket:
+            h, w = enc["key"].shape[-2:]
+            self.banks.append(MemoryBank(
+                new_bucket, batch=self.batch, hw=h * w, key_dim=self.cfg.key_dim, value_dim=self.cfg.value_dim,
+                working_frames=self.working_frames, long_term=self.long_term, device=self.device))
+        for bank in self.banks:
+            pos = [self.object_ids.index(o) for o in bank.object_ids]
+            bank.add_frame(enc["key"], enc["shrinkage"], out["values"][:, pos], enc["selection"])
+        self.last_mem_index = self.frame_index
+        self.sensory.copy_(out["new_sensory"])
+
+    # ---- input checks and resizing ---------------------------------------------------------
+    def _check_image(self, image) -> torch.Tensor:
+        arr = image
+        if isinstance(arr, np.ndarray):
+            if arr.dtype != np.uint8:
+                raise ValueError(f"frames must be RGB uint8 [H,W,3]; got dtype {arr.dtype}")
+            arr = torch.from_numpy(np.ascontiguousarray(arr))
+        if not isinstance(arr, torch.Tensor) or arr.dtype != torch.uint8:
+            raise ValueError(f"frames must be RGB uint8 [H,W,3] arrays; got {type(image).__name__} "
+                             f"{getattr(image, 'dtype', '')}")
+        if arr.dim() != 3 or arr.shape[2] != 3:
+            raise ValueError(f"frames must be RGB uint8 [H,W,3]; got shape {tuple(arr.shape)} "
+                             "(convert grey or RGBA frames to RGB first)")
+        if self.input_size is not None and tuple(arr.shape[:2]) != self.input_size:
+            raise ValueError(f"frame size changed from {self.input_size} to {tuple(arr.shape[:2])} within a "
+                             "stream; call reset() to start a new video")
+        return arr.to(self.device).permute(2, 0, 1).unsqueeze(0).float().div_(255)
+
+    def _check_mask(self, mask, objects, size):
+        m = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
+        if m.dim() != 2 or tuple(m.shape) != tuple(size):
+            raise ValueError(f"mask shape {tuple(m.shape)} does not match the frame size {tuple(size)}; "
+                             "masks are [H,W] arrays of object ids at the frame's resolution")
+        if m.is_floating_point() or m.dtype == torch.bool:
+            raise ValueError(f"masks hold integer object ids; got dtype {m.dtype}")
+        m = m.to(self.device).long()
+        present = sorted(int(i) for i in torch.unique(m).tolist() if i != 0)
+        if objects is None:
+            objects = present
+        objects = [int(o) for o in objects]
+        bad = [o for o in present + objects if not 1 <= o <= 255]
+        if bad:
+            raise ValueError(f"object ids must be in 1..255; the mask has {sorted(set(bad))}")
+        if len(set(objects)) != len(objects):
+            raise ValueError(f"duplicate object ids in {objects}")
+        m = torch.where(torch.isin(m, torch.tensor(objects, device=m.device)), m, torch.zeros_like(m))
+        return m, objects
+
+    def _resize(self, image, mask):
+        h, w = image.shape[-2:]
+        if self.size <= 0 or min(h, w) <= self.size:
+            return image, mask
+        scale = self.size / min(h, w)
+        new = (int(h * scale), int(w * scale))
+        image = F.interpolate(image, size=new, mode="bilinear", align_corners=False, antialias=True)
+        if mask is not None:
+            mask = F.interpolate(mask[None, None].float(), size=new, mode="nearest-exact")[0, 0].long()
+        return image, mask
+
+    def _result(self, prob, size, wrote, timings) -> TrackResult:
+        if tuple(prob.shape[-2:]) != tuple(size):
+            prob = F.interpolate(prob.unsqueeze(0), size=size, mode="bilinear", align_corners=False)[0]
+        order = sorted(range(len(self.object_ids)), key=lambda i: self.object_ids[i])
+        ids = [self.object_ids[i] for i in order]
+        prob = prob[[0] + [i + 1 for i in order]]
+        lut = torch.tensor([0] + ids, device=prob.device, dtype=torch.uint8)
+        mask = lut[prob.argmax(0)].cpu().numpy()
+        return TrackResult(mask=mask, prob=prob, object_ids=ids, frame_index=self.frame_index,
+                           memory_frame=wrote, timings=timings)
