@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ _CUBIC_A = -0.75  # PyTorch's bicubic kernel parameter
 # position-embedding interpolation
 
 
-def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
+def _cubic_weights(t: np.ndarray) -> np.ndarray:
     """Keys' cubic convolution weights (A = -0.75) of the 4 taps at offsets -1, 0, 1, 2 for a
     fractional position t in [0, 1); returns [..., 4]."""
     a = _CUBIC_A
@@ -47,10 +48,10 @@ def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
     def far(x):  # 1 < |x| < 2
         return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
 
-    return torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=-1)
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
 
 
-def bicubic_matrix(in_size: int, out_size: int, scale: float | None = None) -> torch.Tensor:
+def bicubic_matrix(in_size: int, out_size: int, scale: float | None = None) -> np.ndarray:
     """[out_size, in_size] FP64 matrix M such that M @ v is PyTorch's 1-D bicubic resize of v
     (align_corners False, no antialias, border-clamped taps).
 
@@ -59,17 +60,17 @@ def bicubic_matrix(in_size: int, out_size: int, scale: float | None = None) -> t
     coordinate follows PyTorch's CPU kernel: the step is rounded to FP32 and
     step * (i + 0.5) - 0.5 is rounded once to FP32 (a fused multiply-add); the cubic weights of
     that coordinate are then exact. The result agrees with F.interpolate to about 1e-6 relative
-    (the kernel's own FP32 weight and accumulation rounding), not bit for bit."""
+    (the kernel's own FP32 weight and accumulation rounding), not bit for bit. Built with NumPy
+    from Python numbers, so it is a constant in a traced or exported graph."""
     step = in_size / out_size if scale is None else scale
-    step32 = float(torch.tensor(step, dtype=torch.float32))
-    dst = torch.arange(out_size, dtype=torch.float64)
-    src = (step32 * (dst + 0.5) - 0.5).float().double()
-    base = torch.floor(src)
+    step32 = float(np.float32(step))
+    dst = np.arange(out_size, dtype=np.float64)
+    src = (step32 * (dst + 0.5) - 0.5).astype(np.float32).astype(np.float64)
+    base = np.floor(src)
     w = _cubic_weights(src - base)  # [out, 4]
-    taps = base.long()[:, None] + torch.arange(-1, 3)[None, :]
-    taps = taps.clamp(0, in_size - 1)
-    mat = torch.zeros(out_size, in_size, dtype=torch.float64)
-    mat.scatter_add_(1, taps, w)
+    taps = np.clip(base.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :], 0, in_size - 1)
+    mat = np.zeros((out_size, in_size), dtype=np.float64)
+    np.add.at(mat, (np.repeat(np.arange(out_size), 4), taps.reshape(-1)), w.reshape(-1))
     return mat
 
 
@@ -84,9 +85,10 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, grid_hw: tuple[int, int], mod
     """Resize a [1, 1 + G*G, D] position-embedding table (CLS first) to a (gh, gw) token grid.
 
     mode "scale_factor": the official computation (F.interpolate with the "+0.1" scale factors).
-    mode "explicit": the same numbers from an explicit output size (separable bicubic matrices),
-    for export. Both return the table unchanged at (G, G), as the official code does, compute in
-    FP32 and return the table's dtype. Output [1, 1 + gh*gw, D]."""
+    mode "explicit": the same numbers (to FP32 rounding, about 1e-6 relative) from an explicit
+    output size, as separable bicubic matrices; use it for export. Both return the table
+    unchanged at (G, G), as the official code does, compute in FP32 and return the table's dtype.
+    Output [1, 1 + gh*gw, D]."""
     if mode not in ("scale_factor", "explicit"):
         raise ValueError(f"unknown position-embedding interpolation mode {mode!r}; use 'scale_factor' or 'explicit'")
     gh, gw = int(grid_hw[0]), int(grid_hw[1])
@@ -108,9 +110,11 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, grid_hw: tuple[int, int], mod
             raise RuntimeError(f"bicubic resize gave a {tuple(out.shape[-2:])} grid, expected {(gh, gw)}")
         out = out.permute(0, 2, 3, 1)
     else:
-        mh = bicubic_matrix(g, gh, 1.0 / sh).to(device=table.device, dtype=torch.float32)
-        mw = bicubic_matrix(g, gw, 1.0 / sw).to(device=table.device, dtype=torch.float32)
-        out = torch.einsum("ij,bjkc,lk->bilc", mh, grid, mw)
+        mh = torch.from_numpy(bicubic_matrix(g, gh, 1.0 / sh)).to(device=table.device, dtype=torch.float32)
+        mwt = torch.from_numpy(bicubic_matrix(g, gw, 1.0 / sw).T.copy()).to(device=table.device, dtype=torch.float32)
+        # rows: [gh, G] @ [G, G*D]; columns: [gh, D, G] @ [G, gw]  (two MatMuls, no Einsum)
+        rows = torch.matmul(mh, grid.reshape(g, g * dim)).reshape(gh, g, dim)
+        out = torch.matmul(rows.transpose(1, 2), mwt).permute(0, 2, 1)
     out = out.reshape(1, gh * gw, dim)
     return torch.cat([cls_pe, out], dim=1).to(dtype)
 
