@@ -12,6 +12,7 @@ from s3rt import __version__
 # name -> one-line help; the module s3rt.commands.<name> implements it.
 COMMANDS = {
     "info": "list presets and what this machine can run (CUDA, kernel, ONNX Runtime, TensorRT)",
+    "run": "track objects through a video from a first-frame mask",
     "eval": "score predicted masks against ground truth (J&F, DAVIS definition)",
 }
 

@@ -141,6 +141,7 @@ class Tracker:
         image, pad = pad_divide_by(image, self.cfg.pad_multiple)
         if self.padded_size is None:
             self.input_size, self.padded_size = (h0, w0), tuple(image.shape[-2:])
+            self._check_stream(len(objects or []))
         batch_image = torch.cat([image, image.flip(-1)]) if self.flip_aug else image
 
         since_mem = self.frame_index - self.last_mem_index
@@ -228,9 +229,20 @@ class Tracker:
             merged = torch.stack([(mask == obj) for obj in self.object_ids]).float()
         return torch.softmax(aggregate(merged, dim=0), dim=0)
 
+    def memory_tokens(self) -> int:
+        """Capacity of every memory bank: permanent + working frames (+ long-term tokens)."""
+        hp, wp = self.padded_size
+        ltm = self.long_term.max_num_tokens if self.long_term else 0
+        return (hp // 16) * (wp // 16) * (1 + self.working_frames) + ltm
+
+    def _check_stream(self, num_objects: int) -> None:
+        self.backend.check_stream(image_size=self.padded_size, batch=self.batch, num_objects=num_objects,
+                                  memory_tokens=self.memory_tokens())
+
     def _add_objects(self, new_ids):
         if not new_ids:
             return
+        self._check_stream(len(self.object_ids) + len(new_ids))
         self.object_ids += list(new_ids)
         hp, wp = self.padded_size
         h, w = hp // 16, wp // 16

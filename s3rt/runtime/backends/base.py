@@ -21,6 +21,12 @@ class Backend(abc.ABC):
     def run(self, graph: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Run one graph of `s3rt.runtime.graphs.GRAPHS`; inputs and outputs by contract name."""
 
+    def check_stream(self, *, image_size: tuple[int, int], batch: int, num_objects: int,
+                     memory_tokens: int) -> None:
+        """Called by the tracker before it allocates state (first frame, object changes).
+        Backends with fixed shapes (exported graphs, engines) raise a clear ValueError here
+        when the stream does not fit them, before any work is done."""
+
     def describe(self) -> str:
         return f"{self.name} on {self.device}"
 
