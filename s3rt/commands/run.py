@@ -122,6 +122,9 @@ def main(args) -> int:
         raise UserError(str(e)) from e
     first = next(iter(source))[1]
     for name, m in masks.items():
+        ids = np.unique(m)
+        if ids.max() > 255:
+            raise UserError(f"mask for frame {name} has object ids {ids[ids > 255][:5].tolist()}; ids must be in 1..255")
         if m.shape != first.shape[:2]:
             raise UserError(f"mask for frame {name} is {m.shape[1]}x{m.shape[0]} but the frames are "
                             f"{first.shape[1]}x{first.shape[0]}; masks must have the frame's size")
@@ -145,6 +148,9 @@ def main(args) -> int:
                 results.append(r.mask)
         if args.overlay:
             _write_overlay(args.overlay, tmp, source, results)
+    except ValueError as e:  # a bad frame or mask found mid-clip
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(str(e)) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
