@@ -77,7 +77,8 @@ class TorchBackend(Backend):
             from s3rt.runtime.readout_kernel import cuda_memory_readout
             n, v, m_ = x["mem_values"].shape[1:]
             usage = torch.zeros(b, m_, device=key.device, dtype=torch.float32)
-            out = cuda_memory_readout(key.flatten(2).contiguous(), sel.flatten(2).contiguous(), x["mem_key"],
+            dt = x["mem_key"].dtype  # autocast may hand us FP16 query keys; the memory is FP32
+            out = cuda_memory_readout(key.flatten(2).to(dt).contiguous(), sel.flatten(2).to(dt).contiguous(), x["mem_key"],
                                       x["mem_shrinkage"], x["mem_values"], x["mem_valid"], top_k=self.top_k,
                                       usage=usage)
             return {"readout": out.view(b, n, v, h, w).float(), "usage": usage}
