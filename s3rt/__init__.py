@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
-from s3rt.model import build_model, get_config, PRESETS  # noqa: E402
+from s3rt.model import PRESETS, build_model, get_config  # noqa: E402
+from s3rt.runtime.tracker import Tracker, TrackResult  # noqa: E402
 
-__all__ = ["build_model", "get_config", "PRESETS", "__version__"]
+__all__ = ["build_model", "get_config", "PRESETS", "Tracker", "TrackResult", "__version__"]
