@@ -14,6 +14,9 @@ COMMANDS = {
     "info": "list presets and what this machine can run (CUDA, kernel, ONNX Runtime, TensorRT)",
     "run": "track objects through a video from a first-frame mask",
     "eval": "score predicted masks against ground truth (J&F, DAVIS definition)",
+    "export": "export a preset as ONNX graphs split at the memory, with a manifest",
+    "parity": "check exported graphs against the PyTorch reference (per graph and per stream)",
+    "demo": "export, track and compare a synthetic clip with no files needed (a quick tour)",
 }
 
 

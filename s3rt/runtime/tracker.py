@@ -55,7 +55,7 @@ class Tracker:
                  size: int = 480, mem_every: int = 5, max_mem_frames: int = 5, stagger_updates: int = 5,
                  top_k: int = 30, flip_aug: bool = False, use_long_term: bool = False,
                  long_term: LongTermConfig | dict | None = None, chunk_size: int = -1,
-                 fp16: bool = False, profile: bool = False, readout: str = "auto"):
+                 fp16: bool = False, profile: bool = False, readout: str = "auto", export_dir=None):
         if isinstance(backend, Backend):
             self.backend = backend
         elif backend == "torch":
@@ -63,9 +63,14 @@ class Tracker:
             if model is None:
                 raise ValueError("the torch backend needs a model (s3rt.build_model(...))")
             self.backend = TorchBackend(model, device, fp16=fp16, top_k=top_k, readout=readout)
+        elif backend == "onnxruntime":
+            from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+            if export_dir is None:
+                raise ValueError("the onnxruntime backend needs export_dir=<a folder written by s3rt export>")
+            self.backend = OnnxRuntimeBackend(export_dir, device=device)
         else:
-            raise ValueError(f"unknown backend {backend!r}: pass 'torch' or a Backend instance "
-                             "(see s3rt.runtime.backends)")
+            raise ValueError(f"unknown backend {backend!r}: pass 'torch', 'onnxruntime' (with export_dir=...) "
+                             "or a Backend instance (see s3rt.runtime.backends)")
         cfg = getattr(model, "cfg", None) or getattr(self.backend, "model_config", None)
         if cfg is None:
             raise ValueError("cannot tell the model configuration: pass the model or a backend with model_config")

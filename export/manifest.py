@@ -1,0 +1,277 @@
+"""The export manifest: `manifest.json` beside the graphs.
+
+It records, for each graph, its file (and external-data file), their sha256, every input and
+output (name, shape with the symbolic object axis `num_objects`, dtype), its precision and the
+exporter that wrote it; and globally the preset and its full model config, the padded
+resolution, batch, max objects, memory frames and tokens, top-k, the checkpoint's sha256 (or
+"random, seed N"), the s3rt version, the opset and the exporter.
+
+Every later stage calls `load_manifest(dir, ...)`, which refuses a graph set that does not match
+it (missing or edited files, another preset or checkpoint than the caller expects) with an
+error that says what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from s3rt.model.config import ModelConfig, ViTConfig
+from s3rt.runtime.graphs import GRAPHS
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "s3rt-export"
+FORMAT_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """A graph set that does not match its manifest, or not the one the caller expects."""
+
+
+# ---------------------------------------------------------------------- config <-> JSON
+def config_to_dict(cfg: ModelConfig) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _tuplify(value):
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    return value
+
+
+def config_from_dict(d: dict) -> ModelConfig:
+    """Inverse of `config_to_dict` (lists back to tuples, the ViT sub-config back to ViTConfig)."""
+    try:
+        d = dict(d)
+        vit = d.get("vit")
+        if vit is not None:
+            d["vit"] = ViTConfig(**{k: _tuplify(v) for k, v in vit.items()})
+        return ModelConfig(**{k: v if k == "vit" else _tuplify(v) for k, v in d.items()})
+    except (TypeError, ValueError) as e:
+        raise ManifestError(f"the manifest's model_config is not a config this s3rt understands: {e}") from e
+
+
+# ------------------------------------------------------------------------------ records
+@dataclass
+class GraphEntry:
+    name: str
+    file: str
+    sha256: str
+    inputs: list[dict]
+    outputs: list[dict]
+    precision: str = "fp32"
+    exporter: str = "dynamo"
+    data_file: str | None = None
+    data_sha256: str | None = None
+    op_counts: dict[str, int] = field(default_factory=dict)
+    export_check: dict | None = None  # ONNX Runtime vs PyTorch on random inputs at export time
+
+    def input(self, name: str) -> dict:
+        return next(t for t in self.inputs if t["name"] == name)
+
+    def output(self, name: str) -> dict:
+        return next(t for t in self.outputs if t["name"] == name)
+
+
+@dataclass
+class Manifest:
+    preset: str
+    model_config: dict
+    padded_size: tuple[int, int]
+    max_objects: int
+    memory_frames: int
+    long_term_tokens: int
+    memory_tokens: int
+    batch: int
+    top_k: int
+    checkpoint: str  # "sha256:<hex>" or "random, seed N"
+    s3rt_version: str
+    opset: int
+    exporter: str
+    graphs: dict[str, GraphEntry]
+    seed: int | None = None
+    checkpoint_file: str | None = None
+    torch_version: str = ""
+    source_sha256: str = ""  # the model and export code that wrote the graphs (for reuse)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+    directory: Path | None = None  # where it was read from (not stored)
+
+    # ---- derived -----------------------------------------------------------------------
+    @property
+    def flip_aug(self) -> bool:
+        return self.batch == 2
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        return self.padded_size[0] // 16, self.padded_size[1] // 16
+
+    @property
+    def checkpoint_sha256(self) -> str | None:
+        return self.checkpoint[len("sha256:"):] if self.checkpoint.startswith("sha256:") else None
+
+    def config(self) -> ModelConfig:
+        return config_from_dict(self.model_config)
+
+    def graph_path(self, name: str) -> Path:
+        if self.directory is None:
+            raise ValueError("this manifest was not read from a folder")
+        return self.directory / self.graphs[name].file
+
+    def tracker_options(self) -> dict:
+        """Tracker keyword arguments whose state fits these graphs (memory capacity, batch)."""
+        from s3rt.runtime.memory import LongTermConfig
+
+        opts = {"max_mem_frames": self.memory_frames, "flip_aug": self.flip_aug, "top_k": self.top_k}
+        if self.long_term_tokens:
+            lt = self.long_term_tokens
+            opts["use_long_term"] = True
+            opts["long_term"] = LongTermConfig(
+                max_mem_frames=self.memory_frames, min_mem_frames=max(1, min(5, self.memory_frames - 1)),
+                num_prototypes=min(128, max(1, lt // 4)), max_num_tokens=lt, buffer_tokens=min(2000, lt // 4))
+        return opts
+
+    # ---- JSON ----------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = {
+            "format": self.format, "format_version": self.format_version,
+            "s3rt_version": self.s3rt_version, "torch_version": self.torch_version,
+            "source_sha256": self.source_sha256,
+            "exporter": self.exporter, "opset": self.opset,
+            "preset": self.preset, "checkpoint": self.checkpoint, "checkpoint_file": self.checkpoint_file,
+            "seed": self.seed,
+            "padded_size": list(self.padded_size), "batch": self.batch, "max_objects": self.max_objects,
+            "memory_frames": self.memory_frames, "long_term_tokens": self.long_term_tokens,
+            "memory_tokens": self.memory_tokens, "top_k": self.top_k,
+            "axes": {"num_objects": [1, self.max_objects]},
+            "model_config": self.model_config,
+            "graphs": {k: {kk: vv for kk, vv in dataclasses.asdict(v).items() if kk != "name"}
+                       for k, v in self.graphs.items()},
+        }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, directory: Path | None = None) -> "Manifest":
+        where = f" ({directory / MANIFEST_NAME})" if directory else ""
+        if d.get("format") != FORMAT:
+            raise ManifestError(f"not an s3rt export manifest{where}: format is {d.get('format')!r}")
+        if d.get("format_version") != FORMAT_VERSION:
+            raise ManifestError(f"manifest format version {d.get('format_version')} is not {FORMAT_VERSION}{where}: "
+                                "re-export the graphs with this s3rt (s3rt export ...)")
+        try:
+            graphs = {name: GraphEntry(name=name, **g) for name, g in d["graphs"].items()}
+            return cls(
+                preset=d["preset"], model_config=d["model_config"], padded_size=tuple(d["padded_size"]),
+                max_objects=int(d["max_objects"]), memory_frames=int(d["memory_frames"]),
+                long_term_tokens=int(d.get("long_term_tokens", 0)), memory_tokens=int(d["memory_tokens"]),
+                batch=int(d["batch"]), top_k=int(d["top_k"]), checkpoint=d["checkpoint"],
+                s3rt_version=d["s3rt_version"], opset=int(d["opset"]), exporter=d["exporter"], graphs=graphs,
+                seed=d.get("seed"), checkpoint_file=d.get("checkpoint_file"),
+                torch_version=d.get("torch_version", ""), source_sha256=d.get("source_sha256", ""),
+                directory=directory)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ManifestError(f"incomplete or malformed manifest{where}: {type(e).__name__}: {e}") from e
+
+    def write(self, directory: str | os.PathLike) -> Path:
+        from s3rt.io.atomic import atomic_write
+
+        path = Path(directory) / MANIFEST_NAME
+        with atomic_write(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+        return path
+
+
+# ----------------------------------------------------------------------------- checking
+def file_sha256(path: str | os.PathLike) -> str:
+    from s3rt.model.checkpoint import file_sha256 as _sha
+
+    return _sha(path)
+
+
+def checkpoint_label(checkpoint, seed: int) -> tuple[str, str | None]:
+    """(manifest 'checkpoint' value, file name) for a checkpoint path, or random weights."""
+    if checkpoint is None:
+        return f"random, seed {seed}", None
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return f"sha256:{file_sha256(checkpoint)}", Path(checkpoint).name
+    return "state dict (in memory, no hash)", None
+
+
+def _verify_files(m: Manifest, directory: Path) -> None:
+    missing = [name for name in GRAPHS if name not in m.graphs]
+    if missing:
+        raise ManifestError(f"{directory / MANIFEST_NAME} lists no {', '.join(missing)} graph: the set is incomplete; "
+                            "re-export it (s3rt export ...)")
+    for name, g in m.graphs.items():
+        for fname, sha, what in ((g.file, g.sha256, "graph"), (g.data_file, g.data_sha256, "weights")):
+            if fname is None:
+                continue
+            p = directory / fname
+            if Path(fname).name != fname:
+                raise ManifestError(f"manifest entry {fname!r} for {name} is not a plain file name")
+            if not p.is_file():
+                raise ManifestError(f"{name}: {what} file {p} is missing (the manifest lists it); "
+                                    "copy the whole export folder or re-export (s3rt export ...)")
+            actual = file_sha256(p)
+            if actual != sha:
+                raise ManifestError(
+                    f"{name}: {p.name} does not match the manifest (sha256 {actual[:12]}... but the manifest "
+                    f"says {sha[:12]}...): the file was edited or replaced after export. Re-export the graphs "
+                    "(s3rt export ...) instead of editing them")
+
+
+def check_expectations(m: Manifest, *, preset: str | None = None, checkpoint=None, seed: int | None = None) -> None:
+    """Refuse a graph set made from another preset or other weights than the caller's."""
+    if preset is not None and preset != m.preset:
+        raise ManifestError(f"the graphs in {m.directory} were exported from preset {m.preset!r}, not {preset!r}: "
+                            f"pass --preset {m.preset} or export {preset} (s3rt export --preset {preset} ...)")
+    if checkpoint is not None:
+        if m.checkpoint_sha256 is None:
+            raise ManifestError(f"the graphs in {m.directory} were exported with {m.checkpoint} weights, not from "
+                                f"checkpoint {checkpoint}: re-export with --checkpoint {checkpoint}")
+        actual = file_sha256(checkpoint)
+        if actual != m.checkpoint_sha256:
+            raise ManifestError(
+                f"checkpoint {checkpoint} (sha256 {actual[:12]}...) is not the one the graphs in {m.directory} "
+                f"were exported from (sha256 {m.checkpoint_sha256[:12]}..., file "
+                f"{m.checkpoint_file or '?'}): pass that checkpoint or re-export with this one")
+    if seed is not None and m.checkpoint_sha256 is None and m.seed is not None and seed != m.seed:
+        raise ManifestError(f"the graphs in {m.directory} hold random weights of seed {m.seed}, not seed {seed}")
+
+
+def load_manifest(export_dir: str | os.PathLike, *, verify: bool = True, preset: str | None = None,
+                  checkpoint=None, seed: int | None = None) -> Manifest:
+    """Read `export_dir/manifest.json` and check the graph set against it.
+
+    verify: check that every listed file exists and has the recorded sha256.
+    preset / checkpoint / seed: what the caller expects the graphs to hold (None: anything).
+    Raises ManifestError with what was wrong and what to do.
+    """
+    directory = Path(export_dir)
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise ManifestError(f"export folder {directory} does not exist (make one with s3rt export ... --out {directory})")
+    if not path.is_file():
+        raise ManifestError(f"no {MANIFEST_NAME} in {directory}: not an s3rt export folder "
+                            f"(make one with s3rt export ... --out {directory})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ManifestError(f"cannot read {path}: {e}; re-export the graphs (s3rt export ...)") from e
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path} is not a JSON object")
+    m = Manifest.from_dict(data, directory)
+    m.config()  # the config must be readable
+    if verify:
+        _verify_files(m, directory)
+    check_expectations(m, preset=preset, checkpoint=checkpoint, seed=seed)
+    from s3rt import __version__
+
+    if m.s3rt_version != __version__:
+        warnings.warn(f"{path} was written by s3rt {m.s3rt_version}; this is s3rt {__version__}", stacklevel=2)
+    return m

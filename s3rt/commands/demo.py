@@ -1,0 +1,108 @@
+"""A tour that needs no files and no arguments: build the small S3 preset (random weights,
+seeded), make a synthetic clip, export the five graphs, track the clip with the torch
+reference and the ONNX Runtime backend in lockstep, and write into one folder (default
+./s3rt-demo):
+
+    overlay.mp4 (or overlay/*.png)   the ONNX Runtime masks over the frames
+    parity.txt, parity.json          per-graph and per-stream parity, J&F of both backends
+    speed.txt                        per-frame and per-stage latency (p50 / p99) of each backend
+    export/                          the graphs and manifest.json
+
+The weights are random, so the masks only show that both backends agree, not that they are good.
+Random weights also leave many probabilities near the model's hard decisions (top-k membership,
+the object transformer's foreground masks, S3's argmax query): on some clips a 1e-7 rounding
+difference flips one of them and the stream parity fails; the report then says, per frame,
+whether the graphs still agree on that frame's own inputs and whether the reference itself
+is discontinuous there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from s3rt.cli import UserError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="s3rt-demo", metavar="DIR", help="output folder (default ./s3rt-demo)")
+    parser.add_argument("--preset", default="s3-test", help="model preset (default s3-test, the small S3)")
+    parser.add_argument("--frames", type=int, default=30, help="clip length (default 30)")
+    parser.add_argument("--size", default="128x224", metavar="HxW", help="clip size (default 128x224)")
+    parser.add_argument("--objects", type=int, default=3,
+                        help="objects in the clip (default 3; the synthetic clip's object 2 enters later and is "
+                             "given to the tracker on its first frame)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    parser.add_argument("--clip-seed", type=int, default=1, help="seed of the synthetic clip (default 1)")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="parity tolerance (default 1e-4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    from s3rt.export import ExportError, export_graphs, parse_size
+    from s3rt.io import write_overlay_pngs, write_overlay_video
+    from s3rt.io.atomic import atomic_write
+    from s3rt.model import get_config
+    from s3rt.parity import format_report, format_speed, padded_geometry, run_parity
+    from s3rt.synthetic import make_clip
+
+    try:
+        cfg = get_config(args.preset)
+        h, w = parse_size(args.size)
+        if args.frames < 2 or args.objects < 1 or min(h, w) < 32:
+            raise ValueError("need --frames >= 2, --objects >= 1 and a clip of at least 32x32")
+        frames, masks = make_clip(args.frames, h, w, num_objects=args.objects, seed=args.clip_seed)
+    except (ExportError, ValueError) as e:
+        raise UserError(str(e)) from e
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file")
+    progress = not args.quiet
+    padded = padded_geometry(h, w, -1, cfg.pad_multiple)
+    print(f"s3rt demo: {cfg.name} (random weights, seed {args.seed}), synthetic clip of {args.frames} frames "
+          f"{h}x{w} with {args.objects} objects; export at {padded[0]}x{padded[1]}", flush=True)
+
+    export_dir = out / "export"
+    try:
+        export_graphs(cfg.name, export_dir, seed=args.seed, size=padded, max_objects=args.objects,
+                      progress=progress, reuse=True)
+    except ExportError as e:
+        raise UserError(str(e)) from e
+    # Objects that enter later are given on the frame where they first appear (ids of that frame only).
+    seen, extra = set(np.unique(masks[0])) - {0}, {}
+    for i in range(1, len(masks)):
+        new = sorted(set(np.unique(masks[i])) - {0} - seen)
+        if new:
+            extra[i] = (masks[i], [int(o) for o in new])
+            seen |= set(new)
+    report = run_parity(export_dir, frames, masks[0], gt_masks=masks, size=-1, tolerance=args.tolerance,
+                        keep_masks=True, extra_masks=extra, progress=progress)
+    ort_masks = report.pop("masks")["onnxruntime"]
+
+    written = []
+    try:
+        written.append(write_overlay_video(out / "overlay.mp4", frames, ort_masks, fps=10))
+    except (RuntimeError, ValueError) as e:
+        print(f"no video ({e}); writing overlay PNGs", file=sys.stderr)
+        write_overlay_pngs(out / "overlay", frames, ort_masks)
+        written.append(out / "overlay")
+    text = format_report(report)
+    speed = format_speed(report["speed"], f"latency per frame and stage, ms ({report['stream']['frames']} frames, "
+                                          f"first frame excluded; both backends in one process, in lockstep)")
+    for name, content in (("parity.txt", text + "\n"), ("speed.txt", speed + "\n"),
+                          ("parity.json", json.dumps(report, indent=2) + "\n")):
+        with atomic_write(out / name, "w") as f:
+            f.write(content)
+        written.append(out / name)
+    print()
+    print(text)
+    print()
+    print(speed)
+    print()
+    print(f"demo results in {out.resolve()}: " + ", ".join(p.name + ("/" if p.is_dir() else "") for p in written)
+          + ", export/")
+    return 0 if report["passed"] else 1
