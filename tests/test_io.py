@@ -23,7 +23,7 @@ from s3rt.io import (
 )
 from s3rt.io.overlay import video_codecs
 
-DAVIS_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis"
+from conftest import DAVIS as DAVIS_DATA  # noqa: E402
 
 
 def _no_temp_files(folder: Path) -> bool:

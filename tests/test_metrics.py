@@ -24,7 +24,7 @@ from s3rt.metrics.davis import (
     summarize,
 )
 
-DAVIS_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "davis"
+from conftest import DAVIS as DAVIS_DATA  # noqa: E402
 H, W = 480, 854
 
 
