@@ -278,7 +278,8 @@ def export_one(graph: str, net, cfg, out_dir: Path, *, padded_size, batch, mem_t
             used = name
             break
         except Exception as e:  # noqa: BLE001 - any exporter failure falls back to the next one
-            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            first = str(e).splitlines()[0] if str(e) else ""
+            errors.append(f"{name}: {type(e).__name__}: {first[:300]}{'...' if len(first) > 300 else ''}")
             log.warning("%s exporter failed on %s: %s", name, graph, e)
     if used is None:
         raise ExportError(f"could not export the {graph} graph: " + "; ".join(errors))

@@ -60,7 +60,11 @@ def make_tracker(args, profile: bool = False):
         if args.backend == "onnxruntime":
             if not args.export:
                 raise UserError("--backend onnxruntime needs --export DIR (made by `s3rt export`)")
+            import torch
+
             from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+            # ONNX Runtime owns the cores; torch's idle threads between graph calls slow it down.
+            torch.set_num_threads(1)
             backend = OnnxRuntimeBackend(args.export, providers=args.providers.split(","),
                                          strict_providers=args.strict_providers, device=args.device)
             if args.preset and args.preset != backend.model_config.name:

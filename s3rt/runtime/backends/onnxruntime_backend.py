@@ -14,6 +14,11 @@ copy when contiguous) and the outputs are written by ONNX Runtime straight into 
 allocated torch tensors through I/O binding; on CUDA the same binding uses device pointers, so
 nothing goes through the host.
 
+Threads: the tracker's own PyTorch work between graph calls (padding, merging, softmax of the
+masks) is light; on a small CPU run it with `torch.set_num_threads(1)`, or PyTorch's idle
+OpenMP threads compete with ONNX Runtime's (measured on 2 cores at 480p: 1.10 s per frame with
+one torch thread, 1.30-1.45 s with two).
+
 ONNX Runtime silently falls back to the CPU when a requested execution provider cannot load
 (for example CUDA without a driver); this backend compares `session.get_providers()` with the
 request and warns (or raises with strict_providers=True).
@@ -51,7 +56,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, export_dir: str | os.PathLike, providers=("CPUExecutionProvider",), *,
                  strict_providers: bool = False, device: str | torch.device = "cpu", threads: int | None = None,
                  session_options=None, preset: str | None = None, checkpoint=None, verify: bool = True,
-                 io_binding: bool = True, spinning: bool = True):
+                 io_binding: bool = True, spinning: bool = False):
         """export_dir: a folder written by `s3rt export`. providers: ONNX Runtime execution
         providers in priority order (names or (name, options) pairs). strict_providers: raise
         instead of warning when a requested provider is not active. device: where the tracker
@@ -59,9 +64,9 @@ class OnnxRuntimeBackend(Backend):
         threads (default: ONNX Runtime's, one per physical core). session_options: a ready
         onnxruntime.SessionOptions (overrides `threads`). preset / checkpoint: what the graphs
         must have been exported from (ManifestError otherwise). verify: check the files' sha256.
-        spinning: let ONNX Runtime's worker threads spin between calls (fastest alone; pass False
-        when PyTorch runs in the same process between graph calls, e.g. parity runs, or the
-        spinning threads starve it)."""
+        spinning: let ONNX Runtime's worker threads spin after each call (off by default: the
+        tracker runs PyTorch code between graph calls, which spinning workers starve; on 2 cores
+        that made small frames 7x slower)."""
         from s3rt.export.manifest import load_manifest
 
         super().__init__(device)
@@ -80,9 +85,10 @@ class OnnxRuntimeBackend(Backend):
         available = ort.get_available_providers()
         missing = [p for p in self.requested_providers if p not in available]
         if missing:
+            kept = [p for p in requested if _provider_name(p) in available] or ["CPUExecutionProvider"]
             self._fallback(missing, f"not available in this onnxruntime {ort.__version__} (available: "
-                                    f"{', '.join(available)})")
-            requested = [p for p in requested if _provider_name(p) in available] or ["CPUExecutionProvider"]
+                                    f"{', '.join(available)})", [_provider_name(p) for p in kept])
+            requested = kept
         if session_options is None:
             session_options = ort.SessionOptions()
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -102,7 +108,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers = active
         inactive = [p for p in self.requested_providers if p not in active and p not in missing]
         if inactive:
-            self._fallback(inactive, f"failed to start (active: {', '.join(active)}; ONNX Runtime logs why)")
+            self._fallback(inactive, "failed to start (ONNX Runtime's log says why)", active)
         self._on_gpu = active[0] in _GPU_PROVIDERS
         if self.device.type == "cuda" and not self._on_gpu:
             warnings.warn(f"device={self.device} but the graphs run on {active[0]}: every graph call copies its "
@@ -110,10 +116,11 @@ class OnnxRuntimeBackend(Backend):
         self._specs = {name: (self.manifest.graphs[name].inputs, self.manifest.graphs[name].outputs)
                        for name in GRAPHS}
 
-    def _fallback(self, providers: list[str], why: str) -> None:
+    def _fallback(self, providers: list[str], why: str, instead: list[str]) -> None:
+        where = "the CPU" if instead == ["CPUExecutionProvider"] else ", ".join(instead)
         msg = (f"onnxruntime: requested execution provider(s) {', '.join(providers)} {why}; the graphs run on "
-               "the CPU instead. Install the matching onnxruntime build (e.g. onnxruntime-gpu with a CUDA driver) "
-               "or request CPUExecutionProvider")
+               f"{where} instead. Install the matching onnxruntime build (e.g. onnxruntime-gpu with a CUDA "
+               "driver) or request only the providers you have")
         if self.strict_providers:
             raise ProviderFallbackError(msg + " (strict_providers=True)")
         warnings.warn(msg + " (pass strict_providers=True to make this an error)", RuntimeWarning, stacklevel=3)
