@@ -8,7 +8,6 @@ frame (p50, p99) on a synthetic clip, for each preset, and write a results table
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -21,15 +20,7 @@ from s3rt.model import build_model
 from s3rt.runtime.tracker import STAGES, Tracker
 from s3rt.synthetic import make_clip
 
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from bench_backends import cpu_name  # same folder: scripts run with it on sys.path
 
 
 def bench(preset: str, size: tuple[int, int], frames: int, warmup: int, device: str, objects: int):
