@@ -339,3 +339,15 @@ def write_clip(
         for name, ids in zip(names, masks):
             write_mask(directory / "Annotations" / f"{name}.png", ids)
     return names
+
+
+def later_objects(masks) -> dict[int, tuple[np.ndarray, list[int]]]:
+    """Objects that enter after frame 0, as the tracker wants them: {frame: (that frame's id
+    mask, [ids first seen there])}; pass each to `Tracker.step(frame, mask, objects=ids)`."""
+    seen, extra = set(np.unique(masks[0])) - {0}, {}
+    for i in range(1, len(masks)):
+        new = sorted(set(np.unique(masks[i])) - {0} - seen)
+        if new:
+            extra[i] = (masks[i], [int(o) for o in new])
+            seen |= set(new)
+    return extra

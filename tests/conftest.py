@@ -18,3 +18,14 @@ def _few_threads():
     # CI has 2 cores; keep torch from oversubscribing when pytest runs alongside other work.
     torch.set_num_threads(2)
     yield
+
+
+# One small export per preset for the whole session, reused from disk by every test module.
+EXPORT_SIZE = (64, 96)
+EXPORT_MAX_OBJECTS = 3
+
+
+def shared_export(tmp_path_factory, preset):
+    from s3rt.export import export_graphs
+    out = tmp_path_factory.getbasetemp() / f"export-{preset}-{EXPORT_SIZE[0]}x{EXPORT_SIZE[1]}"
+    return export_graphs(preset, out, size=EXPORT_SIZE, max_objects=EXPORT_MAX_OBJECTS, progress=False, reuse=True)

@@ -23,15 +23,9 @@ from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from s3rt.runtime.backends.torch_backend import TorchBackend
 from s3rt.runtime.graphs import GRAPHS
 
-SIZE = (64, 96)
-MAX_OBJECTS = 3
+from conftest import EXPORT_MAX_OBJECTS as MAX_OBJECTS, EXPORT_SIZE as SIZE, shared_export  # noqa: E402
+
 PRESETS = ("cutie-test", "s3-test")
-
-
-def shared_export(tmp_path_factory, preset):
-    """One export per preset for the whole session (later modules reuse it from disk)."""
-    out = tmp_path_factory.getbasetemp() / f"export-{preset}-{SIZE[0]}x{SIZE[1]}"
-    return export_graphs(preset, out, size=SIZE, max_objects=MAX_OBJECTS, progress=False, reuse=True)
 
 
 @pytest.fixture(scope="module", params=PRESETS)

@@ -13,16 +13,9 @@ from s3rt.model import build_model
 from s3rt.parity import run_parity
 from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, ProviderFallbackError
 from s3rt.runtime.tracker import Tracker
-from s3rt.synthetic import make_clip
+from s3rt.synthetic import later_objects, make_clip
 
-SIZE = (64, 96)
-MAX_OBJECTS = 3
-
-
-def shared_export(tmp_path_factory, preset):
-    """The session's export of `preset` (same settings as tests/test_export.py, reused from disk)."""
-    out = tmp_path_factory.getbasetemp() / f"export-{preset}-{SIZE[0]}x{SIZE[1]}"
-    return export_graphs(preset, out, size=SIZE, max_objects=MAX_OBJECTS, progress=False, reuse=True)
+from conftest import EXPORT_MAX_OBJECTS as MAX_OBJECTS, EXPORT_SIZE as SIZE, shared_export  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +27,6 @@ def cutie(tmp_path_factory):
 def clip():
     # Objects 1 and 3 are in the first frame; object 2 enters later (given on its first frame).
     return make_clip(30, *SIZE, num_objects=3, seed=0)
-
-
-def later_objects(masks):
-    seen, extra = set(np.unique(masks[0])) - {0}, {}
-    for i in range(1, len(masks)):
-        new = sorted(set(np.unique(masks[i])) - {0} - seen)
-        if new:
-            extra[i] = (masks[i], [int(o) for o in new])
-            seen |= set(new)
-    return extra
 
 
 class CountingBackend(OnnxRuntimeBackend):

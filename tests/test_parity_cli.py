@@ -7,18 +7,10 @@ import numpy as np
 import pytest
 
 from s3rt.cli import main
-from s3rt.export import export_graphs
 from s3rt.io import write_mask
 from s3rt.synthetic import make_clip, write_clip
 
-SIZE = (64, 96)
-MAX_OBJECTS = 3
-
-
-def shared_export(tmp_path_factory, preset):
-    """The session's export of `preset` (same settings as tests/test_export.py, reused from disk)."""
-    out = tmp_path_factory.getbasetemp() / f"export-{preset}-{SIZE[0]}x{SIZE[1]}"
-    return export_graphs(preset, out, size=SIZE, max_objects=MAX_OBJECTS, progress=False, reuse=True)
+from conftest import EXPORT_SIZE as SIZE, shared_export  # noqa: E402
 
 
 @pytest.fixture(scope="module")

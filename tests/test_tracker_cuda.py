@@ -1,6 +1,5 @@
 """The tracker's CUDA paths (torch backend FP32 and FP16 autocast). Skipped without a GPU."""
 
-import numpy as np
 import pytest
 import torch
 

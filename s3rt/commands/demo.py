@@ -23,9 +23,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from s3rt.cli import UserError
+from s3rt.synthetic import later_objects
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,12 +73,7 @@ def main(args: argparse.Namespace) -> int:
     except ExportError as e:
         raise UserError(str(e)) from e
     # Objects that enter later are given on the frame where they first appear (ids of that frame only).
-    seen, extra = set(np.unique(masks[0])) - {0}, {}
-    for i in range(1, len(masks)):
-        new = sorted(set(np.unique(masks[i])) - {0} - seen)
-        if new:
-            extra[i] = (masks[i], [int(o) for o in new])
-            seen |= set(new)
+    extra = later_objects(masks)
     report = run_parity(export_dir, frames, masks[0], gt_masks=masks, size=-1, tolerance=args.tolerance,
                         keep_masks=True, extra_masks=extra, progress=progress)
     ort_masks = report.pop("masks")["onnxruntime"]
