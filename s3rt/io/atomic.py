@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import IO, Iterator, Union
 
@@ -26,7 +30,8 @@ def _read_umask() -> int:
     return mask
 
 
-_FILE_MODE = 0o666 & ~_read_umask()
+_UMASK = _read_umask()
+_FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -47,13 +52,17 @@ def atomic_write(
     On normal exit the temporary file is renamed over `path` (parent folders are created
     first); on an exception it is deleted and `path` is left untouched. The final file gets
     the usual permissions (0o666 minus the umask), not `mkstemp`'s 0o600.
+
+    The temporary name is `.<name>.<pid>-<random>.tmp<suffix>`: if the process is killed
+    (SIGKILL, power loss) it stays behind, and `remove_stale_temps(path)` recognises it as
+    ours and removes it once that process is gone.
     """
     if mode is not None and ("w" not in mode or "+" in mode):
         raise ValueError(f"atomic_write opens a fresh file: mode must be 'w' or 'wb', got {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent
+        prefix=f".{target.name}.{os.getpid()}-", suffix=f".tmp{target.suffix}", dir=target.parent
     )
     tmp = Path(tmp_name)
     try:
@@ -82,3 +91,85 @@ def atomic_write(
             tmp.unlink()
         raise
 
+
+
+_DIR_MODE = 0o777 & ~_UMASK
+
+
+def make_temp_dir(target: PathLike, kind: str = "partial") -> Path:
+    """A fresh folder `.<name>.<kind>-<pid>-<random>` beside `target`, with normal
+    permissions (0o777 minus the umask, not `mkdtemp`'s 0o700), to build `target` in and
+    rename over it when complete. `remove_stale_temps(target)` removes it if this process
+    dies before it is renamed."""
+    target = Path(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}-{os.getpid()}-", dir=target.parent))
+    os.chmod(tmp, _DIR_MODE)
+    return tmp
+
+
+# What follows `.<name>.` in the temporary names s3rt writes: with the writer's pid
+# (`<pid>-<random>.tmp<ext>`, `partial-<pid>-<random>`, `old-<pid>-<random>`), and the
+# pid-less names of s3rt 0.x (`<random8>.tmp<ext>`, `partial-<random8>`).
+_WITH_PID = re.compile(r"^(?:(partial|old)-)?(\d+)-[a-z0-9_]{8}(?:\.tmp(?:\.[^.]+)?)?$")
+_LEGACY = re.compile(r"^(?:partial-[a-z0-9_]{8}|[a-z0-9_]{8}\.tmp(?:\.[^.]+)?)$")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def remove_stale_temps(target: PathLike, *, legacy_age_s: float = 3600.0) -> list[Path]:
+    """Remove the temporary files and folders that s3rt left beside `target` when it was
+    killed while writing it (see `atomic_write` and `make_temp_dir`); returns what was removed.
+
+    Only names of s3rt's own pattern are touched, and only when the process that made them
+    is gone (names without a pid, from older versions: when untouched for `legacy_age_s`).
+    A previous result set aside by an interrupted replace (`.<name>.old-<pid>-...`) is put
+    back as `target` when `target` is missing, instead of being removed.
+    """
+    target = Path(target)
+    parent = target.parent
+    prefix = f".{target.name}."
+    removed: list[Path] = []
+    try:
+        entries = [p for p in parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    now = time.time()
+    for p in entries:
+        rest = p.name[len(prefix):]
+        m = _WITH_PID.match(rest)
+        if m:
+            if _process_alive(int(m.group(2))):
+                continue
+            if m.group(1) == "old" and not os.path.lexists(target) and p.is_dir():
+                with contextlib.suppress(OSError):
+                    os.replace(p, target)  # a replace killed between its two renames
+                    continue
+        elif _LEGACY.match(rest):
+            try:
+                if now - p.lstat().st_mtime < legacy_age_s:
+                    continue
+            except OSError:
+                continue
+        else:
+            continue
+        try:
+            if stat.S_ISDIR(p.lstat().st_mode):
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            removed.append(p)
+        except OSError:
+            pass
+    return removed

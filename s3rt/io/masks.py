@@ -14,6 +14,9 @@ Reading accepts:
 - 'I;16' / 'I' (16-bit grey): the values are ids, returned as int32 when above 255.
 RGB / RGBA masks are rejected: colours are not ids, and guessing a colour -> id map would
 silently renumber objects. Convert them to palette PNGs first.
+Lossy files (JPEG, WebP, JPEG 2000) are rejected whatever their mode: compression turns a
+0/255 edge into dozens of false ids. So is a grey mask whose values look like a smoothed
+(anti-aliased) or compressed edge rather than ids (`looks_smoothed`).
 
 Never read masks with OpenCV (it expands the palette into colours) and never resize them
 with anything but nearest-neighbour (new ids would appear).
@@ -23,9 +26,11 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
+import cv2
 from PIL import Image
 
 from s3rt.io.atomic import atomic_write
@@ -53,17 +58,40 @@ def davis_palette(num_colors: int = 256) -> np.ndarray:
 _PALETTE = davis_palette()
 
 
+# Formats whose compression changes pixel values: never ids.
+LOSSY_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "JPEG2000": "JPEG 2000", "WEBP": "WebP"}
+
+
+class MaskNote(UserWarning):
+    """How a mask was read when that is not obvious (a grey 0/255 mask read as one object,
+    a mask resized to the frame)."""
+
+
 def read_mask(path: str | os.PathLike, *, grey_255_as_object: bool = True) -> np.ndarray:
     """Read one id mask (HxW, uint8, or int32 for 16-bit masks with ids above 255).
 
     See the module docstring for the accepted modes and the DAVIS-2016 0/255 rule
-    (`grey_255_as_object`, on by default, applies to 'L' images only).
+    (`grey_255_as_object`, on by default, applies to 'L' images only). Lossy files and grey
+    masks that look smoothed are refused with an `InputError`.
     """
+    return read_mask_noted(path, grey_255_as_object=grey_255_as_object)[0]
+
+
+def read_mask_noted(path: str | os.PathLike, *, grey_255_as_object: bool = True) -> tuple[np.ndarray, str | None]:
+    """`read_mask`, and a note saying how the mask was read when that is not obvious (today:
+    a grey 0/255 mask read as one object), else None."""
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"mask not found: {path}")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            if im.format in LOSSY_FORMATS:
+                raise InputError(
+                    f"mask {path} is a {LOSSY_FORMATS[im.format]} file: lossy compression turns object "
+                    "edges into false ids. Save masks as PNG (palette or grey, one id per object)")
             im.load()
             mode = im.mode
             if mode in ("P", "L", "1"):
@@ -78,25 +106,116 @@ def read_mask(path: str | os.PathLike, *, grey_255_as_object: bool = True) -> np
                     "PNGs whose pixel values are object ids (0 = background). Convert the colours "
                     "to ids first, for example with s3rt.io.masks.write_mask."
                 )
-    except (OSError, SyntaxError, Image.DecompressionBombError) as e:
-        raise InputError(f"cannot read mask {path}: {e}") from e
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"cannot read mask {path}: {_one_line(e)}") from e
+    if arr.ndim != 2 or arr.size == 0:
+        raise InputError(f"mask {path} is empty ({'x'.join(map(str, arr.shape[::-1]))})")
     if mode == "1":
-        return arr.astype(np.uint8)
+        return arr.astype(np.uint8), None
     if mode.startswith("I"):
         if arr.min(initial=0) < 0:
             raise InputError(f"mask {path} has negative values; ids must be >= 0")
-        return arr.astype(np.uint8 if arr.max(initial=0) <= 255 else np.int32)
-    if mode == "L" and grey_255_as_object:
-        arr = _grey_255_to_object(arr)
-    return arr
+        arr = arr.astype(np.uint8 if arr.max(initial=0) <= 255 else np.int32)
+    if mode == "L" or mode.startswith("I"):
+        if grey_255_as_object and mode == "L" and _only_0_255(arr):
+            return (arr == 255).astype(np.uint8), (
+                f"mask {path.name} is grey with only 0 and 255: read as one object (id 1)")
+        smoothed = looks_smoothed(arr)
+        if smoothed:
+            raise InputError(
+                f"mask {path} looks like a smoothed (anti-aliased or compressed) grey image, not an id "
+                f"mask: {smoothed}. Masks hold one id per object (0 = background, 1, 2, ...); save it "
+                "without smoothing (for one object, only 0 and 255), or as a palette PNG")
+    return arr, None
 
 
-def _grey_255_to_object(arr: np.ndarray) -> np.ndarray:
-    """DAVIS-2016 rule: a grey mask holding only 0 and 255 is one object -> 0/1."""
-    # Cheap test first: any value other than 0/255 means the values are ids.
-    if not np.any((arr != 0) & (arr != 255)):
-        return (arr == 255).astype(np.uint8)
-    return arr
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _only_0_255(arr: np.ndarray) -> bool:
+    return not np.any((arr != 0) & (arr != 255))
+
+
+def looks_smoothed(ids: np.ndarray, *, min_ids: int = 3) -> str | None:
+    """Whether a grey array looks like a smoothed edge rather than object ids.
+
+    A pixel of a smoothed (anti-aliased, blurred, JPEG-compressed) mask takes a value
+    strictly between the values around it; an id pixel almost never does. When at least
+    `min_ids` ids, and at least half of all ids, have most of their pixels strictly between
+    the smallest and the largest value of their 3x3 neighbourhood, returns a short
+    description of the evidence; otherwise None.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or ids.size == 0 or ids.dtype != np.uint8:
+        return None
+    values, counts = np.unique(ids, return_counts=True)
+    values, counts = values[values != 0], counts[values != 0]
+    if len(values) < min_ids:
+        return None
+    kernel = np.ones((3, 3), np.uint8)
+    lo = cv2.erode(ids, kernel, borderType=cv2.BORDER_REPLICATE)
+    hi = cv2.dilate(ids, kernel, borderType=cv2.BORDER_REPLICATE)
+    between = (lo < ids) & (ids < hi)
+    per_id = np.bincount(ids[between], minlength=256)[values]
+    edge_like = values[per_id * 2 > counts]
+    if len(edge_like) >= min_ids and len(edge_like) * 2 >= len(values):
+        shown = ", ".join(str(int(v)) for v in edge_like[:: max(1, len(edge_like) // 5)][:5])
+        return (f"{len(edge_like)} of its {len(values)} values (e.g. {shown}) lie mostly between "
+                "their neighbours' values, as edge blending does")
+    return None
+
+
+def check_mask_array(mask, size: tuple[int, int] | None = None, *, name: str = "mask") -> np.ndarray:
+    """Validate and normalise an in-memory id mask: a C-contiguous HxW uint8 array of ids.
+
+    Accepts any 2-D integer or bool array (numpy, or anything `np.asarray` takes, such as a
+    CPU tensor), negative strides and non-contiguous views included. Raises `InputError`
+    for float masks, values outside 0..255, an empty array, or a size other than `size`
+    ((height, width)) when given.
+    """
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise InputError(f"{name} must be an HxW array of object ids; got shape {arr.shape}")
+    if arr.size == 0:
+        raise InputError(f"{name} is empty ({arr.shape[1]}x{arr.shape[0]})")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"{name} must hold integer object ids (0 = background); got dtype {arr.dtype}")
+    elif arr.dtype != np.uint8:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            bad = np.unique(arr[(arr < 0) | (arr > 255)])[:5].tolist()
+            raise InputError(f"{name} has ids {bad}; object ids must be in 1..255 (0 = background)")
+        arr = arr.astype(np.uint8)
+    if size is not None and tuple(arr.shape) != tuple(size):
+        raise InputError(f"{name} is {arr.shape[1]}x{arr.shape[0]} but the frame is {size[1]}x{size[0]}")
+    return np.ascontiguousarray(arr)
+
+
+def fit_mask(mask: np.ndarray, size: tuple[int, int], *, name: str = "mask",
+             tolerance: float = 0.01) -> tuple[np.ndarray, str | None]:
+    """Bring an id mask to the frame size `(height, width)`, as Cutie does.
+
+    A mask of the frame's size comes back unchanged, with no note. A mask of the same aspect
+    ratio (within `tolerance`, relative) but another size (Cutie's judo example has an
+    853x480 mask for 854x480 frames) is resized with nearest-neighbour, so no new ids appear,
+    and a note says so. Any other shape is an `InputError`.
+    """
+    mask = check_mask_array(mask, name=name)
+    h, w = size
+    mh, mw = mask.shape
+    if (mh, mw) == (h, w):
+        return mask, None
+    if abs((mw / mh) / (w / h) - 1) > tolerance:
+        raise InputError(f"{name} is {mw}x{mh} but the frames are {w}x{h}: another aspect ratio, so it "
+                         "cannot belong to these frames; masks must have the frame's size")
+    resized = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+    return resized, f"{name} is {mw}x{mh} but the frames are {w}x{h}: resized to the frames (nearest)"
 
 
 def write_mask(path: str | os.PathLike, ids: np.ndarray, *, palette: np.ndarray | None = None) -> Path:
@@ -143,4 +262,10 @@ def list_masks(folder: str | os.PathLike) -> dict[str, Path]:
     files = [p for p in folder.iterdir() if p.suffix.lower() in MASK_EXTENSIONS and p.is_file()
              and not p.name.startswith(".")]
     files.sort(key=lambda p: natural_key(p.name))
-    return {p.stem: p for p in files}
+    found: dict[str, Path] = {}
+    for p in files:
+        if p.stem in found:
+            raise InputError(f"masks {found[p.stem].name} and {p.name} in {folder} are for the same frame "
+                             f"{p.stem!r}; keep one")
+        found[p.stem] = p
+    return found

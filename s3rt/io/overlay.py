@@ -4,7 +4,9 @@ Each object id gets its DAVIS palette colour (1 red, 2 green, 3 olive, ...), ble
 the frame with `alpha`, with a solid 1-px outline so that touching objects stay apart.
 Writers are atomic: a video is encoded into a temporary file beside the target and renamed
 when it is complete, so an interrupted run never leaves a truncated video under the final
-name.
+name. OpenCV's encoder does not report write errors (a full disk gives a short, unplayable
+file), so before the rename the video is re-opened and its frames counted; a video that does
+not hold every frame written is a `VideoWriteError` and is not kept.
 
 Video codecs depend on the OpenCV build: `.mp4` uses 'mp4v'; `.avi` uses 'MJPG' (then
 'XVID'); `.mkv` uses 'XVID' (then 'MJPG'). `video_codecs()` says which ones work here.
@@ -21,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from s3rt.io.atomic import atomic_write
+from s3rt.io.errors import OutputError
 from s3rt.io.masks import davis_palette
 
 _PALETTE = davis_palette()
@@ -83,6 +86,24 @@ def video_codecs(suffix: str = ".mp4") -> list[str]:
     return ok
 
 
+class VideoWriteError(OutputError, RuntimeError):
+    """A video that could not be encoded or was not written completely."""
+
+
+def count_video_frames(path: str | os.PathLike) -> int:
+    """Frames that OpenCV can decode from `path` (0 if it cannot open it)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return 0
+        n = 0
+        while cap.grab():
+            n += 1
+        return n
+    finally:
+        cap.release()
+
+
 class VideoWriter:
     """Atomic RGB video writer over cv2.VideoWriter.
 
@@ -120,7 +141,7 @@ class VideoWriter:
             writer.release()
         if self._writer is None:
             self._abort()
-            raise RuntimeError(
+            raise VideoWriteError(
                 f"this OpenCV build cannot encode {self.path.suffix} video (tried "
                 f"{', '.join(self.fourccs)}); write .avi (MJPG) or PNG frames instead"
             )
@@ -147,7 +168,13 @@ class VideoWriter:
         self._writer = None
         if self._tmp is None or not self._tmp.exists() or self._tmp.stat().st_size == 0:
             self._abort()
-            raise RuntimeError(f"OpenCV wrote nothing for {self.path} (codec {self.fourcc})")
+            raise VideoWriteError(f"OpenCV wrote nothing for {self.path} (codec {self.fourcc}); is the disk full?")
+        got = count_video_frames(self._tmp)
+        if got != self.frames_written:
+            self._abort()
+            raise VideoWriteError(
+                f"the video {self.path} came out with {got} of its {self.frames_written} frames, so it was not "
+                "kept; is the disk full? Free some space, or write overlay PNGs (--overlay png)")
         cm, self._cm = self._cm, None
         cm.__exit__(None, None, None)
         return self.path

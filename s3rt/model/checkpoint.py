@@ -1,10 +1,12 @@
 """Loading official checkpoints: unchanged keys, Cutie's single-object conversions, and a
-refusal that names every missing, unexpected or mis-shaped key."""
+refusal that names every missing, unexpected or mis-shaped key, or any tensor holding NaN or
+infinity."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import warnings
 
 import torch
@@ -21,7 +23,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, truncated files, non-torch files
-        raise CheckpointMismatchError(f"cannot read {path} as a PyTorch checkpoint: {e}") from e
+        raise CheckpointMismatchError(_unreadable(path, e)) from e
     # Training wrappers sometimes nest the weights.
     for key in ("model", "state_dict", "network"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
@@ -29,6 +31,40 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointMismatchError(f"{path} does not hold a state_dict (a dict of tensors)")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _unreadable(path, e: Exception) -> str:
+    """One line for a file torch.load(weights_only=True) refuses. Torch's own text runs to
+    several lines and advises weights_only=False, which would run any code in the file; a
+    state_dict never needs it, so that advice is left out."""
+    text = str(e)
+    if "Weights only load failed" in text:
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", text, re.S)
+        detail = " ".join(m.group(1).split()) if m else ""
+        if "Unsupported global" in detail:
+            return (f"cannot read {path}: it holds Python objects, not only tensors ({detail[:160]}); "
+                    "s3rt loads plain state_dicts (save model.state_dict())")
+        return f"cannot read {path}: not a PyTorch checkpoint, or a damaged one ({detail[:160] or 'unpickling failed'})"
+    if isinstance(e, EOFError) or os.path.getsize(path) == 0:
+        return f"cannot read {path}: the file is empty or cut short"
+    first = " ".join(text.split(". ")[0].split()) or type(e).__name__
+    return f"cannot read {path}: not a PyTorch checkpoint, or a damaged or truncated one ({first[:160]})"
+
+
+def check_finite(state: dict[str, torch.Tensor], keys=None) -> None:
+    """Refuse weights holding NaN or infinity, naming the tensors (a checkpoint saved from a
+    run that diverged loads fine and then segments nothing)."""
+    bad = []
+    for k in (state if keys is None else keys):
+        v = state.get(k)
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and v.numel():
+            n = int((~torch.isfinite(v)).sum())
+            if n:
+                bad.append(f"{k} ({n} of {v.numel()})")
+    if bad:
+        raise CheckpointMismatchError(
+            f"the checkpoint has NaN or infinite values in {len(bad)} tensor(s): {_describe(bad, 5)}; "
+            "it was probably saved after training diverged; use an earlier checkpoint")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -77,6 +113,7 @@ def load_checkpoint(model: nn.Module, source, *, strict: bool = True, preset: st
     state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else dict(source)
     state = convert_single_object(state, model.cfg.sensory_dim)
     missing, unexpected, mis_shaped = check_state_dict(model, state)
+    check_finite(state, [k for k in model.state_dict() if k in state])
     if missing or unexpected or mis_shaped:
         lines = [f"checkpoint does not match preset {preset!r}:"]
         if missing:
