@@ -17,6 +17,7 @@ COMMANDS = {
     "export": "export a preset as ONNX graphs split at the memory, with a manifest",
     "parity": "check exported graphs against the PyTorch reference (per graph and per stream)",
     "demo": "export, track and compare a synthetic clip with no files needed (a quick tour)",
+    "train": "train a small S3 / Cutie network on synthetic clips (resumable; ships as the bundled checkpoint)",
 }
 
 
