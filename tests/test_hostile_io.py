@@ -133,8 +133,12 @@ def test_fit_mask_resizes_the_same_aspect_ratio_only():
     assert "00005.png" in note and "853x480" in note and "nearest" in note
     same, none = fit_mask(m, (480, 853))
     assert none is None and same.shape == (480, 853)
+    half, note = fit_mask(np.ones((240, 427), np.uint8), (480, 854))  # half size
+    assert half.shape == (480, 854) and note
     with pytest.raises(InputError, match="aspect ratio"):
         fit_mask(np.zeros((480, 640), np.uint8), (480, 854))
+    with pytest.raises(InputError, match="aspect ratio"):
+        fit_mask(np.zeros((480, 844), np.uint8), (480, 854))  # a crop, not a rounding
 
 
 # ----------------------------------------------------------------------------- frames

@@ -3,24 +3,76 @@ PNG of object ids per frame (DAVIS layout), optionally an overlay video, and a l
 
 --input is a video file, a folder of frames or a DAVIS sequence folder; --mask is the first
 frame's mask, or a folder of masks named like the frames (each given at its frame: new
-objects or corrections, YouTube-VOS style). Results are written to a temporary folder and
-moved into --out only when the whole clip succeeded.
+objects or corrections, YouTube-VOS style).
+
+Checked before any work, each refused with one line (exit code 2): frames and masks that
+cannot be read, two frames with the same name, frames above --max-frame-pixels, masks that
+are lossy (JPEG) or look smoothed, a mask of another aspect ratio than the frames (one of
+the same aspect ratio but another size is resized, nearest, with a warning), ids outside
+1..255, and an --out that is a file, sits in a file, is or holds or lies in the input or mask
+folder, or already holds results (unless --overwrite). Only a video's frames can fail
+mid-clip (a corrupt frame; a video shorter than its container says gives a warning).
+Results are written to a temporary folder beside --out and moved into place only when the
+whole clip succeeded; --overwrite then replaces the earlier results as a whole. Temporary
+folders left by a killed run are removed by the next run into the same place.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
+import re
 import shutil
-import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from s3rt.cli import UserError
-from s3rt.io import InputError, list_masks, open_frames, read_mask, write_mask
-from s3rt.runtime.tracker import STAGES
+from s3rt.io import InputError, list_masks, open_frames, write_mask
+from s3rt.io.atomic import atomic_write, make_temp_dir, remove_stale_temps
+from s3rt.io.errors import OutputError
+from s3rt.io.masks import MaskNote, fit_mask, read_mask_noted
+
+MARKER = ".s3rt-run"  # written into every --out folder; --overwrite replaces folders that hold it
+
+
+# ---- argument types: refused by argparse with one line, for run, parity and the benchmarks
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+def _size(text: str) -> int:
+    value = _int_at_least(-1)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not a size: give the shorter side in pixels, or -1 for native")
+    return value
+
+
+def _chunk(text: str) -> int:
+    value = _int_at_least(-1)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("give a number of objects (>= 1), or -1 for all at once")
+    return value
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N")
+    return text
 
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,25 +83,44 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights when no checkpoint is given")
     g.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
     g.add_argument("--export", metavar="DIR", help="exported graphs (s3rt export) for --backend onnxruntime")
-    g.add_argument("--device", default="cpu", help="cpu or cuda[:N] (torch backend)")
+    g.add_argument("--device", default="cpu", type=_device, help="cpu, cuda or cuda:N (default cpu)")
     g.add_argument("--fp16", action="store_true", help="FP16 autocast (torch backend on CUDA)")
     g.add_argument("--providers", default="CPUExecutionProvider",
                    help="comma-separated ONNX Runtime execution providers, in order of preference")
     g.add_argument("--strict-providers", action="store_true",
                    help="fail instead of warning when ONNX Runtime falls back to another provider")
     t = parser.add_argument_group("inference (Cutie's names and defaults)")
-    t.add_argument("--size", type=int, default=480, help="shorter side to process at; -1 = native (default 480)")
-    t.add_argument("--mem-every", type=int, default=5)
-    t.add_argument("--max-mem-frames", type=int, default=5)
-    t.add_argument("--stagger-updates", type=int, default=5)
-    t.add_argument("--top-k", type=int, default=30)
+    t.add_argument("--size", type=_size, default=480,
+                   help="process frames with this shorter side (pixels, >= 1; frames are never enlarged), "
+                        "or -1 for the native size (default 480; 0 is refused)")
+    t.add_argument("--mem-every", type=_int_at_least(1), default=5, help="write memory every N frames (>= 1)")
+    t.add_argument("--max-mem-frames", type=_int_at_least(2), default=5,
+                   help="memory frames, the permanent first one included (>= 2)")
+    t.add_argument("--stagger-updates", type=_int_at_least(1), default=5,
+                   help="sensory updates between memory frames (>= 1; 0 is refused: it would never update)")
+    t.add_argument("--top-k", type=_int_at_least(1), default=30)
     t.add_argument("--flip-aug", action="store_true")
     t.add_argument("--long-term", action="store_true", help="long-term memory (Cutie's long_term settings)")
-    t.add_argument("--chunk-size", type=int, default=-1, help="objects per fusion pass; -1 = all at once")
+    t.add_argument("--chunk-size", type=_chunk, default=-1, help="objects per fusion pass (>= 1); -1 = all at once")
+
+
+def check_tracker_arguments(args) -> None:
+    """What argparse cannot check alone; every problem is a UserError, before any work."""
+    if args.backend == "torch" and args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}, but PyTorch {torch.__version__} sees no CUDA device; "
+                            "use --device cpu")
+        index = int(args.device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise UserError(f"--device {args.device}, but there are {torch.cuda.device_count()} CUDA device(s)")
+    if args.backend == "onnxruntime" and not args.export:
+        raise UserError("--backend onnxruntime needs --export DIR (made by `s3rt export`)")
 
 
 def make_tracker(args, profile: bool = False):
-    """Build the tracker the arguments describe; every bad combination is a UserError."""
+    """Build the tracker the arguments describe; every bad combination is a UserError.
+    (Kept small on purpose: the backend registry will replace its body.)"""
     from s3rt.model import CheckpointMismatchError, build_model
     from s3rt.runtime.tracker import Tracker
 
@@ -58,25 +129,16 @@ def make_tracker(args, profile: bool = False):
                    use_long_term=args.long_term, chunk_size=args.chunk_size, profile=profile)
     try:
         if args.backend == "onnxruntime":
-            if not args.export:
-                raise UserError("--backend onnxruntime needs --export DIR (made by `s3rt export`)")
             import torch
-
-            from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-            # ONNX Runtime owns the cores; torch's idle threads between graph calls slow it down.
-            torch.set_num_threads(1)
-            backend = OnnxRuntimeBackend(args.export, providers=args.providers.split(","),
-                                         strict_providers=args.strict_providers, device=args.device)
-            if args.preset and args.preset != backend.model_config.name:
-                raise UserError(f"--preset {args.preset} but {args.export} was exported from "
-                                f"{backend.model_config.name}")
-            return Tracker(backend=backend, **options)
+            torch.set_num_threads(1)  # ONNX Runtime owns the cores
+            tracker = Tracker(backend="onnxruntime", graphs=args.export, device=args.device,
+                              providers=args.providers.split(","), strict_providers=args.strict_providers, **options)
+            name = tracker.backend.model_config.name
+            if args.preset and args.preset != name:
+                raise UserError(f"--preset {args.preset} but {args.export} was exported from {name}")
+            return tracker
         if not args.preset:
             raise UserError("--preset is required (s3rt info lists the presets)")
-        if args.device.startswith("cuda"):
-            import torch
-            if not torch.cuda.is_available():
-                raise UserError("--device cuda, but PyTorch sees no CUDA device; use --device cpu")
         model = build_model(args.preset, args.checkpoint, seed=args.seed)
         return Tracker(model, device=args.device, fp16=args.fp16, **options)
     except (CheckpointMismatchError, FileNotFoundError, ValueError) as e:
@@ -86,81 +148,184 @@ def make_tracker(args, profile: bool = False):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, metavar="VIDEO_OR_DIR", help="video file, frame folder or DAVIS sequence")
     parser.add_argument("--mask", required=True, metavar="PNG_OR_DIR", help="first-frame id mask, or a folder of masks")
-    parser.add_argument("--out", required=True, metavar="DIR", help="where the <frame>.png masks go")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="the folder the <frame>.png masks go into; it must be new or empty, or hold an "
+                             "earlier run's results and --overwrite be given")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of an earlier run in --out, as a whole")
     parser.add_argument("--overlay", nargs="?", const="video", choices=("video", "png"),
                         help="also write overlay.mp4 (or overlay PNGs with --overlay png)")
     parser.add_argument("--profile", action="store_true", help="time each stage (adds device synchronisation)")
+    parser.add_argument("--max-frame-pixels", type=_int_at_least(1), default=None, metavar="N",
+                        help="refuse frames with more pixels than this before decoding them (default 40000000, "
+                             "8K UHD fits; also S3RT_MAX_FRAME_PIXELS). At --size -1 the tracker works on every "
+                             "pixel, and its memory grows with the pixel count")
     add_tracker_arguments(parser)
 
 
-def _masks_by_frame(mask_arg: str, names: list[str]) -> dict[str, np.ndarray]:
+# ---- masks ---------------------------------------------------------------------------------
+def _masks_by_frame(mask_arg: str, names: list[str], size: tuple[int, int]) -> dict[str, np.ndarray]:
+    """The given masks by frame name, checked, at the frame size (warnings say what was changed)."""
     path = Path(mask_arg)
     if path.is_dir():
-        found = list_masks(path)
-        masks = {Path(n).stem: read_mask(p) for n, p in found.items() if Path(n).stem in set(names)}
-        if not masks:
+        wanted = set(names)
+        found = {n: p for n, p in list_masks(path).items() if n in wanted}
+        if not found:
             raise UserError(f"no mask in {path} is named like a frame of the input (e.g. {names[0]}.png)")
-        return masks
-    return {names[0]: read_mask(path)}
+    else:
+        found = {names[0]: path}
+    masks = {}
+    for name, p in found.items():
+        arr, note = read_mask_noted(p)
+        if note:
+            warnings.warn(note, MaskNote)
+        arr, note = fit_mask(arr, size, name=f"mask {p.name}")
+        if note:
+            warnings.warn(note, MaskNote)
+        masks[name] = arr
+    return masks
 
 
-def latency_summary(per_frame_ms: list[float], stage_ms: dict[str, list[float]]) -> str:
-    arr = np.asarray(per_frame_ms)
-    lines = [f"per frame: p50 {np.percentile(arr, 50):.1f} ms, p99 {np.percentile(arr, 99):.1f} ms, "
-             f"mean {arr.mean():.1f} ms ({1000 / arr.mean():.2f} fps) over {len(arr)} frames"]
-    for stage in STAGES:
-        if stage_ms.get(stage):
-            s = np.asarray(stage_ms[stage])
-            lines.append(f"  {stage:<12} mean {s.mean():8.1f} ms  p99 {np.percentile(s, 99):8.1f} ms  ({len(s)} calls)")
-    return "\n".join(lines)
+def _warn_tiny_objects(masks: dict[str, np.ndarray], size: tuple[int, int], process: int) -> None:
+    """An object smaller than one pixel at the processing size can vanish: say so up front."""
+    short = min(size)
+    if process <= 0 or short <= process:
+        return
+    scale2 = (process / short) ** 2
+    for name, m in masks.items():
+        counts = np.bincount(m.ravel(), minlength=256)
+        tiny = [int(i) for i in np.nonzero(counts)[0] if i and counts[i] * scale2 < 1]
+        if tiny:
+            warnings.warn(f"object(s) {tiny} in the mask of frame {name} cover fewer than one pixel at --size "
+                          f"{process} (frames shrink {short / process:.1f}x) and may vanish; use a larger --size",
+                          MaskNote)
 
 
-def main(args) -> int:
-    import time
+# ---- the output folder ---------------------------------------------------------------------
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
 
+
+def _check_out(out: Path, protected: list[tuple[str, str]], overwrite: bool, names: list[str]) -> None:
+    """Refuse, before any work, an --out that cannot take this run's results."""
+    if out.name in ("", ".", ".."):
+        raise UserError(f"--out {out} is not a folder s3rt can create or replace; name a folder")
+    real = Path(os.path.realpath(out))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if _inside(cwd, real):
+        raise UserError(f"--out {out} is the current folder or holds it; choose a folder for the results only")
+    for what, p in protected:
+        if not p:
+            continue
+        rp = Path(os.path.realpath(p))
+        if _inside(real, rp) or _inside(rp, real):
+            relation = "is" if real == rp else ("lies inside" if _inside(real, rp) else "holds")
+            raise UserError(f"--out {out} {relation} the {what} {p}; writing the results there could "
+                            "overwrite it: choose another folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder (new, empty, or an earlier run's results)")
+    ancestor = out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"--out {out} cannot be created: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} cannot be created: no permission to write in {ancestor}")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries and not overwrite:
+            raise UserError(f"--out {out} already holds {len(entries)} entries (e.g. {entries[0]}); pass --overwrite "
+                            "to replace an earlier run's results as a whole, or choose a new folder")
+        if entries:
+            ours = {f"{n}.png" for n in names} | {"overlay", "overlay.mp4", MARKER}
+            foreign = [e for e in entries if e not in ours]
+            if foreign and MARKER not in entries:
+                raise UserError(f"--out {out} holds files that s3rt run did not write (e.g. {foreign[0]}), and "
+                                "--overwrite replaces the whole folder: choose another folder")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UserError(f"--out {out}: no permission to write in it")
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished results into place; an earlier results folder is replaced as a whole
+    (set aside, then removed), so old and new results never mix."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        os.replace(tmp, out)
+        return
+    old = make_temp_dir(out, "old")
+    os.replace(out, old)
     try:
-        source = open_frames(args.input)
+        os.replace(tmp, out)
+    except BaseException:
+        if not out.exists():
+            os.replace(old, out)  # put the earlier results back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ---- the command ---------------------------------------------------------------------------
+def main(args) -> int:
+    check_tracker_arguments(args)
+    try:
+        source = open_frames(args.input, max_pixels=args.max_frame_pixels)
         names = _frame_names(source)
-        masks = _masks_by_frame(args.mask, names)
+        masks = _masks_by_frame(args.mask, names, source.size)
     except InputError as e:
         raise UserError(str(e)) from e
-    first = next(iter(source))[1]
-    for name, m in masks.items():
-        ids = np.unique(m)
-        if ids.max() > 255:
-            raise UserError(f"mask for frame {name} has object ids {ids[ids > 255][:5].tolist()}; ids must be in 1..255")
-        if m.shape != first.shape[:2]:
-            raise UserError(f"mask for frame {name} is {m.shape[1]}x{m.shape[0]} but the frames are "
-                            f"{first.shape[1]}x{first.shape[0]}; masks must have the frame's size")
     if names[0] not in masks:
         raise UserError(f"no mask for the first frame ({names[0]}): the tracker needs one to start")
-    tracker = make_tracker(args, profile=args.profile)
+    if not any(m.any() for m in masks.values()):
+        raise UserError(f"the mask{'s' if len(masks) > 1 else ''} in {args.mask} hold no object (every pixel is 0): "
+                        "nothing to track")
+    if not masks[names[0]].any():
+        warnings.warn("the first frame's mask has no object: frames stay empty until the first mask with one",
+                      MaskNote)
+    _warn_tiny_objects(masks, source.size, args.size)
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    per_frame, stages, results = [], {}, []
+    out = Path(os.path.abspath(args.out))
+    protected = [("input", args.input), ("frame folder", str(source.path)), ("mask", args.mask),
+                 ("checkpoint", args.checkpoint), ("graph set", args.export)]
+    _check_out(out, protected, args.overwrite, names)
+
+    tracker = make_tracker(args, profile=args.profile)
+    remove_stale_temps(out)
     try:
-        for name, frame in tqdm(source, total=len(names), desc=f"tracking ({tracker.describe()})", unit="frame"):
-            t0 = time.perf_counter()
-            r = tracker.step(frame, masks.get(name))
-            per_frame.append((time.perf_counter() - t0) * 1000)
-            for k, v in r.timings.items():
-                stages.setdefault(k, []).append(v * 1000)
-            write_mask(tmp / f"{name}.png", r.mask)
-            if args.overlay:
-                results.append(r.mask)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = make_temp_dir(out)
+    except OSError as e:
+        raise UserError(f"cannot create the results folder beside {out}: {e.strerror or e}") from e
+    frame_s, graph_s, results = [], [], []
+    try:
+        with atomic_write(tmp / MARKER, "w") as f:
+            json.dump({"written_by": "s3rt run", "input": str(args.input), "mask": str(args.mask)}, f)
+            f.write("\n")
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="segmenting without any memory")  # said above
+            for name, frame in tqdm(source, total=len(names), desc=f"tracking ({tracker.describe()})", unit="frame",
+                                    disable=None):
+                t0 = time.perf_counter()
+                r = tracker.step(frame, masks.get(name))
+                frame_s.append(time.perf_counter() - t0)
+                graph_s.append(r.timings)
+                write_mask(tmp / f"{name}.png", r.mask)
+                if args.overlay:
+                    results.append(r.mask)
         if args.overlay:
             _write_overlay(args.overlay, tmp, source, results)
-    except ValueError as e:  # a bad frame or mask found mid-clip
+        _replace_dir(tmp, out)
+    except ValueError as e:  # a bad frame found mid-clip (a corrupt video frame)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(str(e)) from e
+        raise UserError(f"{e}; nothing was written to {out}") from e
+    except OSError as e:  # disk full, permissions changed under us, a video that came out short
+        shutil.rmtree(tmp, ignore_errors=True)
+        detail = str(e) if isinstance(e, OutputError) else (e.strerror or str(e))
+        raise UserError(f"cannot write the results: {detail}; nothing was written to {out}") from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _move_into(tmp, out)
-    print(latency_summary(per_frame[1:] or per_frame, stages))
-    print(f"wrote {len(per_frame)} masks to {out}" + (" and the overlay" if args.overlay else ""))
+    from s3rt.runtime.latency import format_summary, summarize
+    print(format_summary(summarize(frame_s, graph_s)))
+    print(f"wrote {len(frame_s)} masks to {out}" + (" and the overlay" if args.overlay else ""))
     return 0
 
 
@@ -177,18 +342,7 @@ def _frame_names(source) -> list[str]:
 def _write_overlay(kind, folder: Path, source, masks):
     from s3rt.io import write_overlay_pngs, write_overlay_video
     if kind == "png":
-        write_overlay_pngs(folder / "overlay", (f for _, f in source), masks, names=_frame_names(source))
+        write_overlay_pngs(folder / "overlay", (f for _, f in source), masks,
+                           names=[n for n, _ in zip(_frame_names(source), masks)])
     else:
         write_overlay_video(folder / "overlay.mp4", (f for _, f in source), masks, fps=source.fps or 24.0)
-
-
-def _move_into(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    for p in tmp.iterdir():
-        target = out / p.name
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.replace(p, target)
-    tmp.rmdir()

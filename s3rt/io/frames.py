@@ -29,7 +29,9 @@ only estimate, and `len()` raises TypeError when the container does not say.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -46,6 +48,29 @@ from s3rt.io.errors import InputError, InputNotFoundError  # noqa: E402
 from s3rt.io.masks import natural_key  # noqa: E402
 
 MAX_FRAME_PIXELS = 40_000_000
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native code writes to file descriptor 2 meanwhile: OpenCV's own AVI
+    reader prints "Unexpected element..." with fprintf, which no setting turns off, above
+    the one line s3rt says about the same file. Python-level stderr is untouched."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def max_frame_pixels() -> int:
@@ -206,7 +231,8 @@ class VideoFileSource(FrameSource):
 
     def __init__(self, path: Path, fps: float | None = None, max_pixels: int | None = None):
         self.path = path
-        cap = cv2.VideoCapture(str(path))
+        with quiet_native_stderr():
+            cap = cv2.VideoCapture(str(path))
         try:
             if not cap.isOpened():
                 raise InputError(
@@ -216,7 +242,8 @@ class VideoFileSource(FrameSource):
             w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
             if w > 0 and h > 0:
                 check_frame_pixels(path, w, h, max_pixels)
-            ok, frame = cap.read()
+            with quiet_native_stderr():
+                ok, frame = cap.read()
             if not ok or frame is None:
                 raise InputError(f"video {path} has no readable frames (empty or corrupt file)")
             self.size = (int(frame.shape[0]), int(frame.shape[1]))
@@ -230,13 +257,15 @@ class VideoFileSource(FrameSource):
             cap.release()
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        cap = cv2.VideoCapture(str(self.path))
+        with quiet_native_stderr():
+            cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             raise InputError(f"cannot open video {self.path}")
         try:
             i = 0
             while True:
-                ok, frame = cap.read()
+                with quiet_native_stderr():
+                    ok, frame = cap.read()
                 if not ok or frame is None:
                     break
                 if frame.ndim == 2:

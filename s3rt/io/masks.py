@@ -197,21 +197,30 @@ def check_mask_array(mask, size: tuple[int, int] | None = None, *, name: str = "
     return np.ascontiguousarray(arr)
 
 
-def fit_mask(mask: np.ndarray, size: tuple[int, int], *, name: str = "mask",
-             tolerance: float = 0.01) -> tuple[np.ndarray, str | None]:
+def same_aspect(mask_size: tuple[int, int], size: tuple[int, int], *, tolerance: float = 0.005) -> bool:
+    """Whether an image of `mask_size` (h, w) is one of `size` (h, w) scaled: for the scale
+    of its height or of its width, both sides agree within one pixel of rounding (or
+    `tolerance` of the side, when that is more)."""
+    mh, mw = mask_size
+    h, w = size
+    slack = max(1.0, tolerance * max(mh, mw))
+    return any(abs(mh - h * s) <= slack and abs(mw - w * s) <= slack for s in (mh / h, mw / w))
+
+
+def fit_mask(mask: np.ndarray, size: tuple[int, int], *, name: str = "mask") -> tuple[np.ndarray, str | None]:
     """Bring an id mask to the frame size `(height, width)`, as Cutie does.
 
     A mask of the frame's size comes back unchanged, with no note. A mask of the same aspect
-    ratio (within `tolerance`, relative) but another size (Cutie's judo example has an
-    853x480 mask for 854x480 frames) is resized with nearest-neighbour, so no new ids appear,
-    and a note says so. Any other shape is an `InputError`.
+    ratio (`same_aspect`) but another size (Cutie's judo example has an 853x480 mask for
+    854x480 frames) is resized with nearest-neighbour, so no new ids appear, and a note says
+    so. Any other shape is an `InputError`.
     """
     mask = check_mask_array(mask, name=name)
     h, w = size
     mh, mw = mask.shape
     if (mh, mw) == (h, w):
         return mask, None
-    if abs((mw / mh) / (w / h) - 1) > tolerance:
+    if not same_aspect((mh, mw), (h, w)):
         raise InputError(f"{name} is {mw}x{mh} but the frames are {w}x{h}: another aspect ratio, so it "
                          "cannot belong to these frames; masks must have the frame's size")
     resized = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
