@@ -17,12 +17,15 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import sys
 from pathlib import Path
 
 from s3rt.cli import UserError
-from s3rt.io.atomic import atomic_write
+from s3rt.io.atomic import atomic_write, remove_stale_temps
 from s3rt.io.errors import InputError
+
+_NAME = re.compile(r"[\w][\w.+-]*")  # a sequence or split name: one folder / file name, no path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,18 +84,40 @@ def _csv_paths(args, split: str) -> tuple[Path, Path]:
     return out / g_name, out / s_name
 
 
+def _check_csv_target(path: Path) -> None:
+    """Refuse, before the evaluation, a CSV that could not be written."""
+    if path.is_dir():
+        raise UserError(f"cannot write the results CSV {path}: it is a folder (use --csv OUT or --no-csv)")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot write the results CSV {path}: {ancestor} is a file, not a folder "
+                        "(use --csv OUT or --no-csv)")
+
+
 def main(args: argparse.Namespace) -> int:
     from s3rt.metrics.davis import GLOBAL_COLUMNS, PER_OBJECT_COLUMNS, evaluate_dataset
 
     sequences = None
-    if args.sequences:
+    if args.sequences is not None:
         sequences = [s.strip() for s in args.sequences.split(",") if s.strip()]
         if not sequences:
             raise UserError("--sequences is empty")
-    if args.bound_th <= 0 or (args.bound_th >= 1 and args.bound_th != int(args.bound_th)):
+        bad = [s for s in sequences if not _NAME.fullmatch(s)]
+        if bad:
+            raise UserError(f"--sequences {bad[0]!r} is not a sequence name (a folder name: letters, digits, "
+                            "'_', '-', '.', no path)")
+    if not _NAME.fullmatch(args.split):
+        raise UserError(f"--split {args.split!r} is not a split name (letters, digits, '_', '-', '.', no path)")
+    if not math.isfinite(args.bound_th) or args.bound_th <= 0 or (
+            args.bound_th >= 1 and args.bound_th != int(args.bound_th)):
         raise UserError(f"--bound-th must be a fraction in (0, 1) or a whole number of pixels, got {args.bound_th}")
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    if not args.no_csv:
+        for p in _csv_paths(args, args.split):
+            _check_csv_target(p)
     try:
         result = evaluate_dataset(
             args.pred,
@@ -107,6 +132,8 @@ def main(args: argparse.Namespace) -> int:
         )
     except InputError as e:
         raise UserError(str(e)) from e
+    except OSError as e:  # a folder that cannot be listed or read
+        raise UserError(f"cannot read {e.filename or 'the masks'}: {e.strerror or e}") from e
 
     g_header = list(GLOBAL_COLUMNS)
     g_row = [_fmt(result.summary[c]) for c in GLOBAL_COLUMNS]
@@ -125,9 +152,12 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_csv:
         g_path, s_path = _csv_paths(args, args.split)
         try:
+            for p in (g_path, s_path):
+                remove_stale_temps(p)  # left by an eval killed while writing
             _write_csv(g_path, g_header, [g_row])
             _write_csv(s_path, s_header, s_rows)
         except OSError as e:
-            raise UserError(f"cannot write the results CSV: {e} (use --csv OUT or --no-csv)") from e
+            raise UserError(f"cannot write the results CSV {e.filename or g_path}: {e.strerror or e} "
+                            "(use --csv OUT or --no-csv)") from e
         print(f"\nwrote {g_path} and {s_path}")
     return 0

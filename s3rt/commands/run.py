@@ -265,9 +265,14 @@ def _replace_dir(tmp: Path, out: Path) -> None:
 
 # ---- the command ---------------------------------------------------------------------------
 def main(args) -> int:
+    for flag in ("input", "mask", "out", "checkpoint", "export"):
+        value = getattr(args, flag)
+        if value is not None and ("\0" in value or not value.strip()):
+            raise UserError(f"--{flag} {value!r} is not a usable path")
     check_tracker_arguments(args)
     try:
         source = open_frames(args.input, max_pixels=args.max_frame_pixels)
+        source.check()
         names = _frame_names(source)
         masks = _masks_by_frame(args.mask, names, source.size)
     except InputError as e:

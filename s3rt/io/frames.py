@@ -93,10 +93,9 @@ def check_frame_pixels(path: Path, width: int, height: int, max_pixels: int | No
         raise InputError(f"frame {path} is {width}x{height}: no pixels")
     if width * height > limit:
         raise InputError(
-            f"frame {path} is {width}x{height} ({width * height / 1e6:.0f} megapixels, "
-            f"{width * height * 3 / 2**20:.0f} MiB decoded), above the limit of {limit / 1e6:g} megapixels "
-            "per frame; shrink the frames, or raise the limit (s3rt run --max-frame-pixels, or "
-            "S3RT_MAX_FRAME_PIXELS)")
+            f"frame {path} is {width}x{height} ({width * height / 1e6:.1f} megapixels, "
+            f"{width * height * 3 / 2**20:.0f} MiB decoded), above the limit of {limit:,} pixels per frame; "
+            "shrink the frames, or raise the limit (s3rt run --max-frame-pixels, or S3RT_MAX_FRAME_PIXELS)")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Extensions tried as images first; anything else that is a file goes to VideoCapture.
@@ -125,6 +124,11 @@ class FrameSource:
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def check(self) -> None:
+        """Check what can be checked without decoding every frame (image folders: every
+        file's header opens, and gives the first frame's size within the pixel limit);
+        raises InputError. Videos can only be checked while they are decoded."""
 
     def read_all(self) -> tuple[list[str], np.ndarray]:
         """Decode every frame: (names, frames [T, H, W, 3] uint8)."""
@@ -165,6 +169,15 @@ class ImageFolderSource(FrameSource):
     @property
     def names(self) -> list[str]:
         return [p.stem for p in self.files]
+
+    def check(self) -> None:
+        for p in self.files[1:]:
+            with _open_image(p, self.max_pixels) as im:
+                w, h = im.size
+            if (h, w) != self.size:
+                raise InputError(
+                    f"frame {p} is {w}x{h} but the first frame {self.files[0].name} is "
+                    f"{self.size[1]}x{self.size[0]}; all frames of a sequence must have the same size")
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
         for p in self.files:

@@ -197,23 +197,26 @@ def check_mask_array(mask, size: tuple[int, int] | None = None, *, name: str = "
     return np.ascontiguousarray(arr)
 
 
-def same_aspect(mask_size: tuple[int, int], size: tuple[int, int], *, tolerance: float = 0.005) -> bool:
-    """Whether an image of `mask_size` (h, w) is one of `size` (h, w) scaled: for the scale
-    of its height or of its width, both sides agree within one pixel of rounding (or
-    `tolerance` of the side, when that is more)."""
+def same_aspect(mask_size: tuple[int, int], size: tuple[int, int], *, tolerance: float = 0.005,
+                max_scale: float = 4.0) -> bool:
+    """Whether an image of `mask_size` (h, w) is one of `size` (h, w) scaled by a factor
+    between 1/max_scale and max_scale: for the scale of its height or of its width, both
+    sides agree within one pixel of rounding (or `tolerance` of the side, when that is more)."""
     mh, mw = mask_size
     h, w = size
     slack = max(1.0, tolerance * max(mh, mw))
-    return any(abs(mh - h * s) <= slack and abs(mw - w * s) <= slack for s in (mh / h, mw / w))
+    return any(1 / max_scale <= s <= max_scale and abs(mh - h * s) <= slack and abs(mw - w * s) <= slack
+               for s in (mh / h, mw / w))
 
 
 def fit_mask(mask: np.ndarray, size: tuple[int, int], *, name: str = "mask") -> tuple[np.ndarray, str | None]:
     """Bring an id mask to the frame size `(height, width)`, as Cutie does.
 
     A mask of the frame's size comes back unchanged, with no note. A mask of the same aspect
-    ratio (`same_aspect`) but another size (Cutie's judo example has an 853x480 mask for
-    854x480 frames) is resized with nearest-neighbour, so no new ids appear, and a note says
-    so. Any other shape is an `InputError`.
+    ratio (`same_aspect`: within a pixel of rounding, at most 4x larger or smaller) but another
+    size (Cutie's judo example has an 853x480 mask for 854x480 frames) is resized with
+    nearest-neighbour, so no new ids appear, and a note says so. Any other shape is an
+    `InputError`.
     """
     mask = check_mask_array(mask, name=name)
     h, w = size
@@ -221,8 +224,8 @@ def fit_mask(mask: np.ndarray, size: tuple[int, int], *, name: str = "mask") -> 
     if (mh, mw) == (h, w):
         return mask, None
     if not same_aspect((mh, mw), (h, w)):
-        raise InputError(f"{name} is {mw}x{mh} but the frames are {w}x{h}: another aspect ratio, so it "
-                         "cannot belong to these frames; masks must have the frame's size")
+        raise InputError(f"{name} is {mw}x{mh} but the frames are {w}x{h}: not these frames scaled (another "
+                         "aspect ratio, or over 4x off), so it cannot belong to them; masks must have the frame's size")
     resized = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
     return resized, f"{name} is {mw}x{mh} but the frames are {w}x{h}: resized to the frames (nearest)"
 

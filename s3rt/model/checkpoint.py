@@ -18,6 +18,8 @@ class CheckpointMismatchError(ValueError):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    if os.path.isdir(path):
+        raise CheckpointMismatchError(f"checkpoint {path} is a folder; give the .pth file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
