@@ -323,3 +323,24 @@ def test_bad_checkpoints_are_one_line(clip, tmp_path, capsys):
     refused(capsys, "--input", frames_of(clip), "--mask", mask_of(clip), "--out", tmp_path / "o",
             "--checkpoint", tmp_path / "other.pth", "--preset", "s3-test", match="does not match preset")
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_removes_its_stale_temporaries_and_checks_the_csv_target_first(tmp_path, capsys):
+    pred, gt = tmp_path / "pred" / "s", tmp_path / "gt" / "s"
+    frames, masks = make_clip(T, H, W, 1, seed=4)
+    for d in (pred, gt):
+        d.mkdir(parents=True)
+        for i, m in enumerate(masks):
+            write_mask(d / f"{i:05d}.png", m)
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    stale = tmp_path / "pred" / f".global_results-val.csv.{p.pid}-abcd1234.tmp.csv"  # an eval killed mid-write
+    stale.write_text("half")
+    assert main(["eval", "--quiet", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 0
+    assert not stale.exists() and (tmp_path / "pred" / "global_results-val.csv").exists()
+    capsys.readouterr()
+    (tmp_path / "file").write_text("x")
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--csv", str(tmp_path / "file" / "r.csv")]) == 2
+    out, err = capsys.readouterr()
+    assert "is a file, not a folder" in err and len(err.strip().splitlines()) == 1 and "J&F" not in out
