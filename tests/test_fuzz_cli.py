@@ -10,6 +10,7 @@ Each case gets a fresh world: a 4-frame 32x48 clip with its masks, made here.
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -245,15 +246,14 @@ EVAL_CASES = {
     "eval ok": _eval(),
     "zero-byte prediction": _eval(lambda w: _write(w / "pred" / "s" / "00001.png", b"")),
     "truncated ground truth": _eval(lambda w: truncate(w / "gt" / "s" / "00002.png")),
-    "jpeg ground truth": _eval(lambda w: (w / "gt" / "s" / "00001.png").write_bytes(
-        (lambda b: (Image.fromarray(_CLIP[1][1] * 80).save(b, format="JPEG"), b.getvalue())[1])(__import__("io").BytesIO()))),
+    "jpeg ground truth": _eval(lambda w: _img(w / "gt" / "s" / "00001.png", _ONE[1] * 255, format="JPEG")),
     "prediction of another size": _eval(lambda w: write_mask(w / "pred" / "s" / "00001.png", np.ones((H, H), np.uint8))),
     "missing prediction": _eval(lambda w: (w / "pred" / "s" / "00002.png").unlink()),
     "rgb prediction": _eval(lambda w: _img(w / "pred" / "s" / "00001.png", np.zeros((H, W, 3), np.uint8))),
     "empty ground truth": _eval(lambda w: write_mask(w / "gt" / "s" / "00000.png", np.zeros((H, W), np.uint8))),
     "prediction ids above gt": _eval(lambda w: write_mask(w / "pred" / "s" / "00001.png", np.full((H, W), 9, np.uint8))),
-    "pred missing": _eval(lambda w: __import__("shutil").rmtree(w / "pred")),
-    "gt is a file": _eval(lambda w: (__import__("shutil").rmtree(w / "gt"), _write(w / "gt", b"x"))),
+    "pred missing": _eval(lambda w: shutil.rmtree(w / "pred")),
+    "gt is a file": _eval(lambda w: (shutil.rmtree(w / "gt"), _write(w / "gt", b"x"))),
     "sequence with a path": _eval(None, "--sequences", "../../etc"),
     "sequence missing": _eval(None, "--sequences", "nope"),
     "sequences empty": _eval(None, "--sequences", ","),
@@ -296,7 +296,7 @@ def _check(capfd, argv: list[str], world: Path, allowed: tuple[str, ...]):
         rc = main(argv)
     except SystemExit as e:  # argparse
         rc = e.code
-    out, err = capfd.readouterr()
+    _, err = capfd.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
     assert rc in (0, 2), (rc, err)
     assert "Traceback" not in err, err

@@ -285,7 +285,7 @@ def test_truncated_video_warns(clip, tmp_path, capsys):
     w.release()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(video.read_bytes()[: int(video.stat().st_size * 0.6)])
-    rc, text, err = run(capsys, "--input", cut, "--mask", mask_of(clip), "--out", tmp_path / "o")
+    rc, _, err = run(capsys, "--input", cut, "--mask", mask_of(clip), "--out", tmp_path / "o")
     assert rc == 0 and any("container says 12" in e for e in err), err
 
 
@@ -327,7 +327,7 @@ def test_bad_checkpoints_are_one_line(clip, tmp_path, capsys):
 
 def test_eval_removes_its_stale_temporaries_and_checks_the_csv_target_first(tmp_path, capsys):
     pred, gt = tmp_path / "pred" / "s", tmp_path / "gt" / "s"
-    frames, masks = make_clip(T, H, W, 1, seed=4)
+    _, masks = make_clip(T, H, W, 1, seed=4)
     for d in (pred, gt):
         d.mkdir(parents=True)
         for i, m in enumerate(masks):

@@ -9,18 +9,21 @@ Checked before any work, each refused with one line (exit code 2): frames and ma
 cannot be read, two frames with the same name, frames above --max-frame-pixels, masks that
 are lossy (JPEG) or look smoothed, a mask of another aspect ratio than the frames (one of
 the same aspect ratio but another size is resized, nearest, with a warning), ids outside
-1..255, and an --out that is a file, sits in a file, is or holds or lies in the input or mask
-folder, or already holds results (unless --overwrite). Only a video's frames can fail
-mid-clip (a corrupt frame; a video shorter than its container says gives a warning).
+1..255, masks without any object, and an --out that is a file, sits in a file, is or holds
+or lies in the input or mask folder, or already holds results (unless --overwrite). Image
+folders are checked up front from every file's header; what only decoding or writing shows
+stops the run mid-clip, with one line: an image whose data is damaged, a full disk. A video
+is decoded as it is tracked: one that ends (truncated, or a frame it cannot decode) before
+the frame count its container promised is tracked up to there, with a warning.
 Results are written to a temporary folder beside --out and moved into place only when the
-whole clip succeeded; --overwrite then replaces the earlier results as a whole. Temporary
-folders left by a killed run are removed by the next run into the same place.
+whole clip succeeded (nothing is written otherwise); --overwrite then replaces the earlier
+results as a whole. Temporary folders left by a killed run are removed by the next run into
+the same place.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
