@@ -478,6 +478,7 @@ def make_varied_clip(
     *,
     speed: float = 1.0,
     late_objects: int = 0,
+    late_ids: Sequence[int] | None = None,
     leave_prob: float = 0.3,
     distractors: int | None = None,
     radius_range: tuple[float, float] = (0.10, 0.22),
@@ -487,7 +488,9 @@ def make_varied_clip(
     """A varied synthetic clip: (frames uint8 [T,H,W,3], masks uint8 [T,H,W] with ids 0..N).
 
     speed scales all motion (a larger value is like skipping frames); `late_objects` of the
-    N objects (the highest ids) pop into view at a random frame in the middle of the clip;
+    N objects (the highest ids, or the ids in `late_ids`) pop into view at a random frame in
+    the middle of the clip (pass a late id below N so the DAVIS rule, which scores objects
+    1..max id of frame 0, scores it);
     each other object leaves the frame and comes back with probability `leave_prob` (on long
     enough clips); `distractors` unlabelled objects are painted too (None: 0-2 at random);
     object radii are drawn from `radius_range` times the shorter side; `backgrounds` is a list
@@ -540,7 +543,12 @@ def make_varied_clip(
         )
 
     hue0 = rng.random()
-    late_ids = set(range(n - late_objects + 1, n + 1))
+    if late_ids is None:
+        late_ids = set(range(n - late_objects + 1, n + 1))
+    else:
+        late_ids = {int(i) for i in late_ids}
+        if len(late_ids) != late_objects or not late_ids <= set(range(1, n + 1)):
+            raise ValueError(f"late_ids {sorted(late_ids)} must be {late_objects} distinct ids in 1..{n}")
     for _attempt in range(60):
         movers = []
         for k in range(n):

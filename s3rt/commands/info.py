@@ -10,6 +10,7 @@ import platform
 import torch
 
 from s3rt import __version__
+from s3rt.model.bundled import bundled_presets
 from s3rt.model.config import PRESETS
 
 
@@ -24,6 +25,7 @@ def _row(name: str, value: str) -> str:
 def main(args) -> int:
     print(f"s3rt {__version__} (Python {platform.python_version()}, {platform.machine()})")
     print("presets:")
+    bundled = set(bundled_presets())
     for name, cfg in PRESETS.items():
         extra = ""
         if args.params:
@@ -32,7 +34,11 @@ def main(args) -> int:
                 n = sum(p.numel() for p in build_model(name).parameters())
             extra = f", {n / 1e6:.1f} M parameters"
         arch = "S3 (ViT adapter, discriminative queries)" if cfg.is_s3_encoder else f"Cutie ({cfg.pixel_encoder})"
+        if name in bundled:
+            extra += ", bundled checkpoint (--checkpoint bundled)"
         print(_row(name, f"{arch}, {cfg.num_queries} queries, {cfg.num_blocks} blocks, pad {cfg.pad_multiple}{extra}"))
+    print(_row("bundled checkpoints", ", ".join(sorted(bundled)) if bundled else
+               "none (train one: s3rt train --preset s3-test --out s3-test.pth)"))
     print("runtime:")
     cuda = torch.cuda.is_available()
     print(_row("torch", f"{torch.__version__}, CUDA {'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available'}"))

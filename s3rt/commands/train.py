@@ -28,10 +28,6 @@ from pathlib import Path
 
 from s3rt.cli import UserError
 
-# hyper-parameters a resumed run takes from its state (given again, they must match)
-_HPARAMS = ("preset", "steps", "batch_size", "lr", "backbone_lr_ratio", "frames", "size", "seed", "num_points",
-            "backgrounds")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from s3rt.model.config import PRESETS
@@ -52,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar; a log line every 50 steps instead")
     g.add_argument("--fp32", action="store_true", help="store the weights in FP32 (default FP16, half the size)")
-    h = parser.add_argument_group("recipe (defaults: see s3rt.training.trainer.TrainConfig)")
+    h = parser.add_argument_group(
+        "recipe (defaults: s3rt.training.trainer.TrainConfig; a resumed run keeps its saved recipe, "
+        "except that --steps may change before the first learning-rate drop)")
     h.add_argument("--steps", type=int, help="optimizer steps (default 4000)")
     h.add_argument("--batch-size", type=int, help="clips per step (default 4)")
     h.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 2e-4)")
@@ -63,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     h.add_argument("--size", type=int, help="training crop side in pixels, a multiple of 32 (default 128)")
     h.add_argument("--num-points", type=int, help="loss points per frame (default size*size/4)")
     h.add_argument("--seed", type=int, help="run seed: weights' init, batches and every random draw (default 0)")
+    h.add_argument("--bn-calib-batches", type=int,
+                   help="batches that estimate the BatchNorm statistics before the first step (default 8)")
     h.add_argument("--backgrounds", action="append", metavar="DIR",
                    help="folder of images (jpg/png, searched recursively) used as backgrounds for some clips; "
                         "repeatable")
@@ -73,7 +73,7 @@ def _config_from_args(args):
     from s3rt.training.trainer import TrainConfig
     cfg = TrainConfig()
     changes = {}
-    for name in ("preset", "steps", "batch_size", "lr", "backbone_lr_ratio", "seed"):
+    for name in ("preset", "steps", "batch_size", "lr", "backbone_lr_ratio", "seed", "bn_calib_batches"):
         v = getattr(args, name)
         if v is not None:
             changes[name] = v
@@ -123,7 +123,16 @@ def main(args) -> int:
             raise UserError(f"--resume: no training state at {state_path} (start without --resume, or pass --workdir)")
         trainer = Trainer.from_state(state_path, device=args.device)
         given = _config_from_args(args)
-        for name in ("preset", "steps", "batch_size", "lr", "backbone_lr_ratio", "seed"):
+        if args.steps is not None and args.steps != trainer.cfg.steps:
+            # The schedule so far depends on --steps only through the lr milestones: a run that
+            # has not reached the first one may be lengthened or shortened exactly.
+            first = min(trainer.cfg.lr_milestones, default=1.0)
+            if trainer.step >= int(first * min(args.steps, trainer.cfg.steps)):
+                raise UserError(f"--steps {args.steps}: the run is at step {trainer.step}, past its first learning-rate "
+                                f"drop for that length; it can only keep {trainer.cfg.steps} steps")
+            print(f"s3rt train: run length changed from {trainer.cfg.steps} to {args.steps} steps")
+            trainer.cfg.steps = args.steps
+        for name in ("preset", "batch_size", "lr", "backbone_lr_ratio", "seed"):
             if getattr(args, name) is not None and getattr(given, name) != getattr(trainer.cfg, name):
                 raise UserError(f"--{name.replace('_', '-')} {getattr(given, name)} differs from the saved run's "
                                 f"{getattr(trainer.cfg, name)}; a resumed run keeps its recipe")
