@@ -344,3 +344,14 @@ def test_eval_removes_its_stale_temporaries_and_checks_the_csv_target_first(tmp_
                  "--csv", str(tmp_path / "file" / "r.csv")]) == 2
     out, err = capsys.readouterr()
     assert "is a file, not a folder" in err and len(err.strip().splitlines()) == 1 and "J&F" not in out
+
+
+def test_memory_a_size_needs_is_said_up_front(recwarn):
+    from s3rt.commands.run import _warn_memory, memory_estimate
+    (ph, pw), need = memory_estimate((10000, 10000), -1, "cutie-base")
+    assert (ph, pw) == (10000, 10000) and need > 100 * 2**30  # the frame went past 8 GB
+    assert memory_estimate((480, 854), 480, "s3-base")[1] < 2**30
+    assert memory_estimate((2160, 3840), 480, "cutie-base")[0] == (480, 853)
+    _warn_memory((4000, 6000), -1, "cutie-base")
+    _warn_memory((4000, 6000), 480, "cutie-base")
+    assert len(recwarn) == 1 and "needs roughly 27 GiB" in str(recwarn[0].message)

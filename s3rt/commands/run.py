@@ -161,8 +161,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", action="store_true", help="time each stage (adds device synchronisation)")
     parser.add_argument("--max-frame-pixels", type=_int_at_least(1), default=None, metavar="N",
                         help="refuse frames with more pixels than this before decoding them (default 40000000, "
-                             "8K UHD fits; also S3RT_MAX_FRAME_PIXELS). At --size -1 the tracker works on every "
-                             "pixel, and its memory grows with the pixel count")
+                             "8K UHD fits; also S3RT_MAX_FRAME_PIXELS). The tracker needs roughly 1.2 kB (Cutie) "
+                             "to 2.2 kB (S3) per processed pixel: at --size -1 every pixel is processed, and a "
+                             "warning says so above 4 GiB")
     add_tracker_arguments(parser)
 
 
@@ -202,6 +203,31 @@ def _warn_tiny_objects(masks: dict[str, np.ndarray], size: tuple[int, int], proc
             warnings.warn(f"object(s) {tiny} in the mask of frame {name} cover fewer than one pixel at --size "
                           f"{process} (frames shrink {short / process:.1f}x) and may vanish; use a larger --size",
                           MaskNote)
+
+
+# Peak memory per processed pixel, measured on the CPU with two objects (s3rt 0.x, PyTorch
+# 2.13): the slope between 240x432 and 480x864. S3's ViT attention grows faster than this
+# at large sizes, so for s3 presets it is a lower bound.
+BYTES_PER_PIXEL = {"s3": 2200, "cutie": 1200}
+MEMORY_WARNING_BYTES = 4 * 2**30
+
+
+def memory_estimate(size: tuple[int, int], process: int, preset: str | None) -> tuple[tuple[int, int], int]:
+    """The processing size (h, w) for frames of `size` at --size `process`, and roughly the
+    memory the tracker needs for it, in bytes."""
+    h, w = size
+    scale = process / min(h, w) if process > 0 and min(h, w) > process else 1.0
+    ph, pw = max(1, int(h * scale)), max(1, int(w * scale))
+    family = "s3" if (preset or "").startswith("s3") else "cutie"
+    return (ph, pw), ph * pw * BYTES_PER_PIXEL[family]
+
+
+def _warn_memory(size: tuple[int, int], process: int, preset: str | None) -> None:
+    (ph, pw), need = memory_estimate(size, process, preset)
+    if need > MEMORY_WARNING_BYTES:
+        warnings.warn(f"tracking at {pw}x{ph} (--size {process}) needs roughly {need / 2**30:.0f} GiB of memory "
+                      f"(about {need // (ph * pw)} bytes per pixel); --size 480 needs about "
+                      f"{memory_estimate(size, 480, preset)[1] / 2**30:.1f} GiB", MaskNote)
 
 
 # ---- the output folder ---------------------------------------------------------------------
@@ -289,6 +315,7 @@ def main(args) -> int:
         warnings.warn("the first frame's mask has no object: frames stay empty until the first mask with one",
                       MaskNote)
     _warn_tiny_objects(masks, source.size, args.size)
+    _warn_memory(source.size, args.size, args.preset)
 
     out = Path(os.path.abspath(args.out))
     protected = [("input", args.input), ("frame folder", str(source.path)), ("mask", args.mask),
