@@ -1,5 +1,5 @@
 """ONNX Runtime backend against the torch backend on this CPU: same preset, same synthetic clip,
-same tracker settings, one run. Per stage (encode / readout / fusion / decode / mask_encode,
+same tracker settings, one run. Per graph (encoder / readout / fusion / decoder / mask_encoder,
 from Tracker(profile=True)) and per frame (p50, p99, fps), the ratio ORT / torch, and where
 ONNX Runtime spends its time (per operator type, from its profiler).
 
@@ -28,7 +28,10 @@ import torch
 
 from s3rt import __version__
 from s3rt.io import atomic_write
-from s3rt.runtime.tracker import STAGES, Tracker
+from s3rt.graphs import GRAPHS
+from s3rt.runtime.backends.onnxrt import OnnxRuntimeBackend
+from s3rt.runtime.latency import latency_stats
+from s3rt.runtime.tracker import Tracker
 from s3rt.synthetic import make_clip
 
 HERE = Path(__file__).resolve().parent
@@ -79,14 +82,12 @@ def ort_session_options(args, profile_dir: str | None = None):
     return so
 
 
-def ort_op_profile(export_dir, args, frames, first_mask, tracker_opts) -> dict:
+def ort_op_profile(export_dir, args, frames, first_mask) -> dict:
     """Per graph, the operator types where ONNX Runtime spends its time (ms per call, share)."""
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-
     torch.set_num_threads(args.torch_threads_with_ort)
     with tempfile.TemporaryDirectory() as d:
-        backend = OnnxRuntimeBackend(export_dir, session_options=ort_session_options(args, d), verify=False)
-        tracker = Tracker(backend=backend, size=-1, **tracker_opts)
+        backend = OnnxRuntimeBackend(export_dir, options=ort_session_options(args, d), verify=False)
+        tracker = Tracker(backend=backend, size=-1)
         for i, frame in enumerate(frames):
             tracker.step(frame, first_mask if i == 0 else None)
         out = {}
@@ -116,7 +117,8 @@ def graph_gflops(preset, padded, objects, memory_tokens, top_k=30) -> dict:
     """FP32 GFLOP of one call of each graph (torch.utils.flop_counter on the export wrappers)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from s3rt.export.wrappers import example_inputs, graph_io, make_wrapper
+    from s3rt.graphs import example_inputs, graph_io
+    from s3rt.graphs.modules import graph_module
     from s3rt.model import build_model
 
     model = build_model(preset, seed=0)
@@ -127,7 +129,7 @@ def graph_gflops(preset, padded, objects, memory_tokens, top_k=30) -> dict:
     for graph, (inputs, _) in io.items():
         x = example_inputs(inputs, objects)
         with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-            make_wrapper(graph, model, top_k)(*x.values())
+            graph_module(graph, model, top_k)(*x.values())
         out[graph] = fc.get_total_flops() / 1e9
     return out
 
@@ -150,12 +152,11 @@ def _timed(fn) -> float:
 def bench(preset, args):
     from s3rt.export import export_graphs
     from s3rt.model import build_model, get_config
-    from s3rt.parity import padded_geometry
-    from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from s3rt.graphs import padded_size, parse_size
 
     cfg = get_config(preset)
-    h, w = (int(x) for x in args.size.lower().split("x"))
-    padded = padded_geometry(h, w, -1, cfg.pad_multiple)
+    h, w = parse_size(args.size)
+    padded = padded_size(h, w, -1, cfg.pad_multiple)
     export_dir = Path(args.exports) / f"{preset}-{padded[0]}x{padded[1]}-k{args.objects}"
     print(f"[{preset}] export at {padded[0]}x{padded[1]} -> {export_dir}", flush=True)
     t0 = time.perf_counter()
@@ -165,10 +166,11 @@ def bench(preset, args):
     n_clip = args.objects + 1 if args.objects >= 2 else args.objects
     frames, masks = make_clip(args.frames + args.warmup, h, w, num_objects=n_clip, seed=0)
     first = masks[0]
-    opts = manifest.tracker_options()
+    spec = manifest.spec
+    opts = dict(max_mem_frames=spec.max_mem_frames, top_k=spec.top_k, flip_aug=spec.flip_aug)  # for torch
 
     model = build_model(preset, seed=0)
-    backend = OnnxRuntimeBackend(export_dir, session_options=ort_session_options(args), verify=False)
+    backend = OnnxRuntimeBackend(export_dir, options=ort_session_options(args), verify=False)
     runs = {"torch": [], "onnxruntime": []}
     for rep in range(args.repeats):
         torch.set_num_threads(args.threads)
@@ -178,7 +180,7 @@ def bench(preset, args):
         # graph calls gets one thread, so that idle OpenMP threads do not compete with ONNX Runtime's.
         torch.set_num_threads(args.torch_threads_with_ort)
         print(f"[{preset}] onnxruntime: {len(frames)} frames (repeat {rep + 1}/{args.repeats})", flush=True)
-        t_ort = Tracker(backend=backend, size=-1, profile=True, **opts)
+        t_ort = Tracker(backend=backend, size=-1, profile=True)
         runs["onnxruntime"].append(run_clip(t_ort, frames, first, args.warmup))
         objects = len(t_ort.object_ids)
     torch.set_num_threads(args.threads)
@@ -192,7 +194,7 @@ def bench(preset, args):
     ops = {}
     if args.profile_frames:
         print(f"[{preset}] onnxruntime profile over {args.profile_frames} frames", flush=True)
-        ops = ort_op_profile(export_dir, args, frames[:args.profile_frames], first, opts)
+        ops = ort_op_profile(export_dir, args, frames[:args.profile_frames], first)
     flops = graph_gflops(preset, padded, objects, manifest.memory_tokens) if args.flops else {}
     return {"preset": preset, "padded": padded, "objects": objects, "export_s": export_s, "gflops": flops,
             "medians": medians,
@@ -205,7 +207,8 @@ def fmt(x):
 
 
 def stage_stats(vals):
-    return (float(np.percentile(vals, 50)), float(np.percentile(vals, 99)), float(np.mean(vals))) if vals else None
+    s = latency_stats(vals)
+    return (s["p50"], s["p99"], s["mean"]) if s["count"] else None
 
 
 def render(results, args) -> str:
@@ -231,17 +234,16 @@ def render(results, args) -> str:
                      f"{r['memory_tokens']} memory tokens")
         lines.append("")
         gf = r["gflops"]
-        stage_graph = dict(zip(STAGES, ("encoder", "readout", "fusion", "decoder", "mask_encoder")))
-        lines.append("| stage | torch p50 ms | torch p99 ms | ORT p50 ms | ORT p99 ms | torch / ORT (p50) | GFLOP "
+        lines.append("| graph | torch p50 ms | torch p99 ms | ORT p50 ms | ORT p99 ms | torch / ORT (p50) | GFLOP "
                      "| torch GFLOP/s | ORT GFLOP/s |")
         lines.append("|---|---|---|---|---|---|---|---|---|")
-        rows = [("frame", list(tf), list(of))] + [(s, ts.get(s, []), os_.get(s, [])) for s in STAGES]
+        rows = [("frame", list(tf), list(of))] + [(g, ts.get(g, []), os_.get(g, [])) for g in GRAPHS]
         for name, a, b in rows:
             sa, sb = stage_stats(a), stage_stats(b)
             if sa is None and sb is None:
                 continue
             ratio = f"{sa[0] / sb[0]:.2f}x" if sa and sb and sb[0] > 0 else "-"
-            g = gf.get(stage_graph.get(name)) if name != "frame" else None
+            g = gf.get(name) if name != "frame" else None
             rates = (f"{g:.1f} | {g / sa[0] * 1e3:.0f} | {g / sb[0] * 1e3:.0f}" if g and sa and sb else " | | ")
             lines.append(f"| {name} | {fmt(sa and sa[0])} | {fmt(sa and sa[1])} | {fmt(sb and sb[0])} | "
                          f"{fmt(sb and sb[1])} | {ratio} | {rates} |")

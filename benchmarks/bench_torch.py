@@ -1,4 +1,4 @@
-"""Time the torch backend per stage (encode, readout, fusion, decode, mask encode) and per
+"""Time the torch backend per graph (encoder, readout, fusion, decoder, mask_encoder) and per
 frame (p50, p99) on a synthetic clip, for each preset, and write a results table.
 
     python benchmarks/bench_torch.py                       # cutie-base and s3-base at 480x864, this CPU
@@ -17,7 +17,8 @@ import torch
 from s3rt import __version__
 from s3rt.io import atomic_write
 from s3rt.model import build_model
-from s3rt.runtime.tracker import STAGES, Tracker
+from s3rt.graphs import GRAPHS
+from s3rt.runtime.tracker import Tracker
 from s3rt.synthetic import make_clip
 
 from bench_backends import cpu_name  # same folder: scripts run with it on sys.path
@@ -26,7 +27,7 @@ from bench_backends import cpu_name  # same folder: scripts run with it on sys.p
 def bench(preset: str, size: tuple[int, int], frames: int, warmup: int, device: str, objects: int):
     clip, masks = make_clip(frames + warmup, size[0], size[1], objects, seed=0)
     tracker = Tracker(build_model(preset), device=device, size=-1, profile=True)
-    per_frame, stages = [], {s: [] for s in STAGES}
+    per_frame, stages = [], {g: [] for g in GRAPHS}
     for i, frame in enumerate(clip):
         t0 = time.perf_counter()
         r = tracker.step(frame, masks[0] if i == 0 else None)
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
     header = (f"torch backend, FP32, device {args.device} ({cpu_name() if args.device == 'cpu' else torch.cuda.get_device_name()}), "
               f"{torch.get_num_threads()} threads; torch {torch.__version__}, s3rt {__version__}; "
               f"synthetic {size[0]}x{size[1]} clip, {args.objects} objects, {args.frames} timed frames after "
-              f"{args.warmup} warm-up; mem_every 5, memory frames every 5th frame; stage times are means per call, "
+              f"{args.warmup} warm-up; mem_every 5, memory frames every 5th frame; graph times are means per frame, "
               f"with synchronisation")
     rows = []
     for preset in presets:
@@ -62,11 +63,11 @@ def main(argv=None) -> int:
         cells = [preset, f"{tracker.padded_size[0]}x{tracker.padded_size[1]}",
                  f"{np.percentile(per_frame, 50):.0f}", f"{np.percentile(per_frame, 99):.0f}",
                  f"{1000 / per_frame.mean():.2f}"]
-        cells += [f"{np.mean(stages[s]):.0f}" if stages[s] else "-" for s in STAGES]
+        cells += [f"{np.mean(stages[g]):.0f}" if stages[g] else "-" for g in GRAPHS]
         rows.append(cells)
-    cols = ["preset", "padded", "frame p50 ms", "frame p99 ms", "fps"] + [f"{s} ms" for s in STAGES]
+    cols = ["preset", "padded", "frame p50 ms", "frame p99 ms", "fps"] + [f"{g} ms" for g in GRAPHS]
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(r) + " |" for r in rows])
-    text = f"# Torch backend per stage and per frame\n\n{header}\n\n{table}\n"
+    text = f"# Torch backend per graph and per frame\n\n{header}\n\n{table}\n"
     print(text)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

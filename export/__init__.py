@@ -1,9 +1,8 @@
-"""Splitting the network into ONNX graphs: export wrappers, the I/O contracts with shapes, the
-manifest, and the TensorRT operator allow-list (installed as `s3rt.export`)."""
+"""Splitting the network into ONNX graphs (installed as `s3rt.export`): the exporter, the
+export-time operator substitutions and the TensorRT operator allow-list. The contracts and
+the manifest it writes live in `s3rt.graphs`, which later stages read without this package."""
 
-from s3rt.export.exporter import ExportError, export_graphs, memory_tokens, parse_size
-from s3rt.export.manifest import MANIFEST_NAME, Manifest, ManifestError, load_manifest
+from s3rt.export.exporter import ExportError, export_graphs
 from s3rt.export.ops import check_model_ops
 
-__all__ = ["export_graphs", "ExportError", "memory_tokens", "parse_size", "Manifest", "ManifestError",
-           "load_manifest", "MANIFEST_NAME", "check_model_ops"]
+__all__ = ["export_graphs", "ExportError", "check_model_ops"]

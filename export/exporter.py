@@ -1,10 +1,12 @@
-"""Export the network as five ONNX graphs (DESIGN.md, "The graphs and their contracts").
+"""Export the network as five ONNX graphs (docs/architecture.md, "The graphs").
 
-One export is one padded resolution H x W, one batch (1, or 2 with flip augmentation) and one
-memory capacity M = memory_frames * (H/16) * (W/16) (+ long-term tokens) with a valid mask;
-the object axis `num_objects` is dynamic in 1..max_objects.
+One export is one `GraphSetSpec` (s3rt.graphs.spec): one padded resolution H x W, one batch (1,
+or 2 with flip augmentation) and one memory capacity M = max_mem_frames * (H/16) * (W/16)
+(+ long-term tokens) with a valid mask; the object axis `num_objects` is dynamic in
+1..max_objects.
 
     export_graphs("cutie-base", "out/cutie-480p", size=(480, 864), max_objects=4)
+    export_graphs("cutie-base", "out/cutie-480p", spec=GraphSetSpec.for_model(cfg, (480, 864)))
 
 writes encoder.onnx, readout.onnx, fusion.onnx, decoder.onnx, mask_encoder.onnx (weights in a
 side `<graph>.onnx.data` file when large) and manifest.json. Everything is written into a
@@ -19,8 +21,9 @@ records which exporter wrote it. (The TorchScript exporter cannot export the gra
 'area' resizes see the dynamic object axis, i.e. fusion, decoder and mask_encoder, so there the
 fallback only helps the encoder and the readout.)
 
-`reuse=True` returns an export already in `out` when it was made with the same options, the
-same s3rt version and the same model / export code (`source_fingerprint`), and still verifies.
+`reuse=True` returns an export already in `out` when its spec is equal (`==`), it holds the same
+weights, was made by the same s3rt version and model / export code (`source_fingerprint`), and
+still verifies.
 Peak memory: about 1.2 GB for cutie-base and 3.6 GB for s3-base at 480x864.
 """
 
@@ -39,60 +42,28 @@ import numpy as np
 import onnx
 import torch
 
-from s3rt.io.atomic import _FILE_MODE  # the mode atomic_write gives files (0o666 minus the umask)
-from s3rt.export.manifest import (MANIFEST_NAME, GraphEntry, Manifest, ManifestError, checkpoint_label,
-                                  config_to_dict, file_sha256, load_manifest)
 from s3rt.export.ops import check_model_ops
-from s3rt.export.wrappers import (OBJECT_AXIS, TensorInfo, example_inputs, export_substitutions, graph_io,
-                                  make_wrapper)
-from s3rt.runtime.graphs import GRAPHS
+from s3rt.export.substitutions import export_substitutions
+from s3rt.graphs import (GRAPHS, MANIFEST_NAME, OBJECT_AXIS, GraphEntry, GraphSetSpec, Manifest, ManifestError,
+                         SpecError, TensorInfo, checkpoint_label, config_to_dict, example_inputs, graph_io,
+                         load_manifest)
+from s3rt.graphs.modules import graph_module
+from s3rt.io.atomic import FILE_MODE  # the mode atomic_write gives files (0o666 minus the umask)
+from s3rt.model.checkpoint import file_sha256
 
 DEFAULT_OPSET = 18
 EXTERNAL_DATA_THRESHOLD = 100 * 2**20  # bytes of weights above which they go to <graph>.onnx.data
 _OWNED_SUFFIXES = (".onnx", ".onnx.data", ".json")
 
 log = logging.getLogger(__name__)
-_DIR_MODE = 0o777 & ~(0o666 & ~_FILE_MODE)  # mkdtemp makes 0o700 folders; give the export the usual mode
+_DIR_MODE = 0o777 & ~(0o666 & ~FILE_MODE)  # mkdtemp makes 0o700 folders; give the export the usual mode
 
 
 class ExportError(ValueError):
     """Bad export options, or a graph that fails its checks."""
 
 
-def parse_size(size) -> tuple[int, int]:
-    """'480x864' (H x W) or (480, 864) -> (480, 864)."""
-    if isinstance(size, str):
-        parts = size.lower().replace(" ", "").split("x")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise ExportError(f"size must be HxW, e.g. 480x864; got {size!r}")
-        return int(parts[0]), int(parts[1])
-    h, w = size
-    return int(h), int(w)
-
-
-def memory_tokens(padded_size: tuple[int, int], memory_frames: int, long_term_tokens: int = 0) -> int:
-    """Memory capacity in tokens, as the tracker allocates it (Tracker.memory_tokens)."""
-    return (padded_size[0] // 16) * (padded_size[1] // 16) * memory_frames + long_term_tokens
-
-
-def check_options(cfg, size, max_objects, memory_frames, long_term_tokens, top_k, opset) -> None:
-    H, W = size
-    m = cfg.pad_multiple
-    if H <= 0 or W <= 0 or H % m or W % m:
-        def up(x):
-            return max(m, x + (-x) % m)
-        raise ExportError(f"--size {H}x{W} is not a padded resolution of {cfg.name}: height and width must be "
-                          f"multiples of {m}. Use --size {up(H)}x{up(W)} (the tracker pads a {H}x{W} frame "
-                          f"to that)")
-    if max_objects < 1:
-        raise ExportError(f"--max-objects must be at least 1, got {max_objects}")
-    if memory_frames < 2:
-        raise ExportError(f"--memory-frames must be at least 2 (the permanent frame and one working frame), "
-                          f"got {memory_frames}")
-    if long_term_tokens < 0:
-        raise ExportError(f"--long-term-tokens must be >= 0, got {long_term_tokens}")
-    if top_k < 1:
-        raise ExportError(f"--top-k must be at least 1, got {top_k}")
+def check_opset(opset: int) -> None:
     if not 17 <= opset <= 24:
         raise ExportError(f"--opset must be in 17..24 (TensorRT 10/11 parse 9..24; 17+ has LayerNormalization), "
                           f"got {opset}")
@@ -227,7 +198,7 @@ def _save(model: onnx.ModelProto, path: Path, external: bool) -> str | None:
     if external:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_name, size_threshold=1024)
-        os.chmod(path.with_name(data_name), _FILE_MODE)  # onnx creates it 0o600
+        os.chmod(path.with_name(data_name), FILE_MODE)  # onnx creates it 0o600
         return data_name
     onnx.save_model(model, str(path))
     return None
@@ -262,10 +233,11 @@ def _verify_with_onnxruntime(path: Path, wrapper, inputs, outputs, max_objects: 
     return {"max_abs": worst_abs, "max_rel": worst_rel, "num_objects": counts}
 
 
-def export_one(graph: str, net, cfg, out_dir: Path, *, padded_size, batch, mem_tokens, max_objects, top_k,
-               opset, exporter: str = "auto", external_data="auto", verify: bool = True) -> GraphEntry:
-    inputs, outputs = graph_io(cfg, padded_size, batch, mem_tokens)[graph]
-    wrapper = make_wrapper(graph, net, top_k)
+def export_one(graph: str, net, spec: GraphSetSpec, out_dir: Path, *, opset: int = DEFAULT_OPSET,
+               exporter: str = "auto", external_data="auto", verify: bool = True) -> GraphEntry:
+    inputs, outputs = graph_io(net.cfg, spec.padded_size, spec.batch, spec.memory_tokens)[graph]
+    max_objects = spec.max_objects
+    wrapper = graph_module(graph, net, spec.top_k)
     example_n = 2 if max_objects >= 2 else 1
     args = tuple(example_inputs(inputs, example_n).values())
     raw = out_dir / f".{graph}.raw.onnx"
@@ -313,14 +285,15 @@ def export_one(graph: str, net, cfg, out_dir: Path, *, padded_size, batch, mem_t
 
 
 def source_fingerprint() -> str:
-    """sha256 over the code that shapes a graph (the model and the export wrappers): an earlier
+    """sha256 over the code that shapes a graph (the model, the graph modules and the exporter): an earlier
     export is reused only when it was made by the same code, not just the same version."""
     import hashlib
 
+    import s3rt.graphs
     import s3rt.model
 
     h = hashlib.sha256()
-    for folder in (Path(s3rt.model.__file__).parent, Path(__file__).parent):
+    for folder in (Path(s3rt.model.__file__).parent, Path(s3rt.graphs.__file__).parent, Path(__file__).parent):
         for f in sorted(folder.glob("*.py")):
             h.update(f.name.encode())
             h.update(f.read_bytes())
@@ -333,44 +306,51 @@ def _s3rt_version() -> str:
 
 
 # ------------------------------------------------------------------------- the whole set
-def export_graphs(preset, out, *, checkpoint=None, seed: int = 0, size=(480, 864), max_objects: int = 4,
-                  memory_frames: int = 5, long_term_tokens: int = 0, flip_aug: bool = False, top_k: int = 30,
+def export_graphs(preset, out, *, size=None, spec: GraphSetSpec | None = None, checkpoint=None, seed: int = 0,
                   opset: int = DEFAULT_OPSET, exporter: str = "auto", external_data="auto", verify: bool = True,
-                  progress: bool = True, reuse: bool = False, model=None) -> Manifest:
+                  progress: bool = True, reuse: bool = False, model=None, **options) -> Manifest:
     """Export the five graphs and manifest.json into the folder `out` (see the module docstring).
 
-    preset: a preset name (or ModelConfig); checkpoint: an official .pth (None: random weights
-    of `seed`); size: the padded resolution (H, W) or 'HxW', multiples of the preset's pad
-    multiple; max_objects: upper end of the dynamic object axis; memory_frames / long_term_tokens:
-    the memory capacity; flip_aug: batch 2; exporter: 'auto' (dynamo, falling back to TorchScript
-    per graph), 'dynamo' or 'torchscript'; external_data: 'auto' (weights over 100 MiB go to a
-    side file), True or False; reuse: return the export already in `out` when it was made with
-    the same options and still verifies; model: a ready network (skips build_model).
+    preset: a preset name (or ModelConfig). What the set is made for is either `spec` or `size`
+    (the padded resolution (H, W) or 'HxW') with GraphSetSpec's options (max_objects,
+    max_mem_frames, long_term_tokens, flip_aug, top_k). checkpoint: an official .pth (None:
+    random weights of `seed`); exporter: 'auto' (dynamo, falling back to TorchScript per graph),
+    'dynamo' or 'torchscript'; external_data: 'auto' (weights over 100 MiB go to a side file),
+    True or False; reuse: return the export already in `out` when it is equal and still
+    verifies; model: a ready network (skips build_model).
     """
     from s3rt.model import build_model, get_config
 
     cfg = model.cfg if model is not None else get_config(preset)
-    size = parse_size(size)
-    check_options(cfg, size, max_objects, memory_frames, long_term_tokens, top_k, opset)
+    try:
+        if spec is None:
+            if size is None:
+                raise ExportError("give the padded size (size=(H, W) or --size HxW) or a GraphSetSpec")
+            spec = GraphSetSpec.for_model(cfg, size, **options)
+        elif size is not None or options:
+            raise ExportError("give either spec or size and options, not both")
+    except SpecError as e:
+        raise ExportError(str(e)) from e
+    except TypeError as e:  # an option GraphSetSpec does not have
+        raise ExportError(f"unknown export option: {e}") from e
+    if spec.preset != cfg.name or spec.pad_multiple != cfg.pad_multiple:
+        raise ExportError(f"the spec is for {spec.preset} (pad multiple {spec.pad_multiple}), the model is {cfg.name} "
+                          f"(pad multiple {cfg.pad_multiple})")
+    check_opset(opset)
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise ExportError(f"exporter must be 'auto', 'dynamo' or 'torchscript', got {exporter!r}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ExportError(f"checkpoint {checkpoint} does not exist")
     out = Path(out)
     _check_out(out)
-    batch = 2 if flip_aug else 1
-    mem = memory_tokens(size, memory_frames, long_term_tokens)
     ckpt, ckpt_file = checkpoint_label(checkpoint, seed)
 
     if reuse and (out / MANIFEST_NAME).is_file():
         try:
             old = load_manifest(out)
-            same = (old.model_config == config_to_dict(cfg) and old.checkpoint == ckpt
-                    and tuple(old.padded_size) == size and old.max_objects == max_objects
-                    and old.memory_frames == memory_frames and old.long_term_tokens == long_term_tokens
-                    and old.batch == batch and old.top_k == top_k and old.opset == opset
-                    and old.s3rt_version == _s3rt_version() and old.source_sha256 == source_fingerprint())
-            if same:
+            if (old.spec == spec and old.model_config == config_to_dict(cfg) and old.checkpoint == ckpt
+                    and old.opset == opset and old.s3rt_version == _s3rt_version()
+                    and old.source_sha256 == source_fingerprint()):
                 return old
         except ManifestError:
             pass
@@ -392,15 +372,12 @@ def export_graphs(preset, out, *, checkpoint=None, seed: int = 0, size=(480, 864
         for graph in bar:
             bar.set_postfix_str(graph)
             t0 = time.perf_counter()
-            entries[graph] = export_one(graph, net, cfg, tmp, padded_size=size, batch=batch, mem_tokens=mem,
-                                        max_objects=max_objects, top_k=top_k, opset=opset, exporter=exporter,
+            entries[graph] = export_one(graph, net, spec, tmp, opset=opset, exporter=exporter,
                                         external_data=external_data, verify=verify)
             log.info("exported %s in %.1f s", graph, time.perf_counter() - t0)
         used = sorted({e.exporter for e in entries.values()})
         manifest = Manifest(
-            preset=cfg.name, model_config=config_to_dict(cfg), padded_size=size, max_objects=max_objects,
-            memory_frames=memory_frames, long_term_tokens=long_term_tokens, memory_tokens=mem, batch=batch,
-            top_k=top_k, checkpoint=ckpt, checkpoint_file=ckpt_file, seed=None if checkpoint else seed,
+            spec=spec, model_config=config_to_dict(cfg), checkpoint=ckpt, checkpoint_file=ckpt_file, seed=None if checkpoint else seed,
             s3rt_version=_s3rt_version(), opset=opset, torch_version=torch.__version__,
             source_sha256=source_fingerprint(),
             exporter="torch.onnx.export(" + " + ".join(

@@ -1,8 +1,7 @@
 """Which ONNX operators the exported graphs may use: an allow-list for TensorRT 10 / 11.
 
 The list is the ONNX-TensorRT parser's support matrix (onnx-tensorrt `docs/operators.md`,
-TensorRT 10.x, opsets 9..24), narrowed by the project's own rules (DESIGN.md, deployment
-notes section 5):
+TensorRT 10.x, opsets 9..24), narrowed by the project's own rules (docs/architecture.md):
 
 - no data-dependent shapes and no control flow: NonZero, Unique, Compress, Loop, If, Scan and
   the sequence ops are refused (a graph must have static shapes apart from the object axis,

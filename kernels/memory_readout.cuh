@@ -1,4 +1,4 @@
-// memory_readout.cuh: the fused top-k memory readout of Cutie / S3 (model_notes section 2.4).
+// memory_readout.cuh: the fused top-k memory readout of Cutie / S3 (s3rt.model.memory_readout).
 //
 // The device code and the host-side planning/dispatch live here, in one header, so that the CUDA
 // library (memory_readout.cu, nvcc) and the CPU harness (cpu/readout_cpu.cpp, g++ with

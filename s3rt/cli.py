@@ -17,6 +17,7 @@ import sys
 import warnings
 
 from s3rt import __version__
+from s3rt.commands import UserError  # commands raise it; the cli prints it as one line
 
 # name -> one-line help; the module s3rt.commands.<name> implements it.
 COMMANDS = {
@@ -28,10 +29,6 @@ COMMANDS = {
     "demo": "export, track and compare a synthetic clip with no files needed (a quick tour)",
     "train": "train a small S3 / Cutie network on synthetic clips (resumable; ships as the bundled checkpoint)",
 }
-
-
-class UserError(Exception):
-    """Bad input: printed as one clear line, exit code 2, no traceback."""
 
 
 class Terminated(BaseException):

@@ -12,16 +12,15 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from s3rt.export import ExportError, export_graphs, load_manifest
+from s3rt.export import ExportError, export_graphs
 from s3rt.export.exporter import export_one
-from s3rt.export.manifest import config_from_dict, config_to_dict
+from s3rt.graphs import GRAPHS, GraphSetSpec, config_from_dict, config_to_dict, example_inputs, graph_io, load_manifest
 from s3rt.export.ops import check_model_ops
-from s3rt.export.wrappers import einsum_as_matmul, example_inputs, graph_io
+from s3rt.export.substitutions import einsum_as_matmul
 from s3rt.model import build_model, get_config
 from s3rt.model.memory_readout import memory_readout
-from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-from s3rt.runtime.backends.torch_backend import TorchBackend
-from s3rt.runtime.graphs import GRAPHS
+from s3rt.runtime.backends.onnxrt import OnnxRuntimeBackend
+from s3rt.runtime.backends.pytorch import TorchBackend
 
 from conftest import EXPORT_MAX_OBJECTS as MAX_OBJECTS, EXPORT_SIZE as SIZE, shared_export  # noqa: E402
 
@@ -38,12 +37,14 @@ def test_manifest_records_the_export(exported):
     cfg = get_config(m.preset)
     raw = json.loads((exported.directory / "manifest.json").read_text())
     assert raw["format"] == "s3rt-export"
-    assert raw["preset"] == m.preset and raw["model_config"] == config_to_dict(cfg)
+    spec = raw["spec"]
+    assert spec["preset"] == m.preset and raw["model_config"] == config_to_dict(cfg)
     assert config_from_dict(raw["model_config"]) == cfg
-    assert raw["padded_size"] == list(SIZE) and raw["batch"] == 1 and raw["max_objects"] == MAX_OBJECTS
-    assert raw["memory_frames"] == 5 and raw["long_term_tokens"] == 0
-    assert raw["memory_tokens"] == (SIZE[0] // 16) * (SIZE[1] // 16) * 5
-    assert raw["top_k"] == 30 and raw["checkpoint"] == "random, seed 0" and raw["seed"] == 0
+    assert spec["padded_size"] == list(SIZE) and raw["batch"] == 1 and spec["max_objects"] == MAX_OBJECTS
+    assert spec["max_mem_frames"] == 5 and spec["long_term_tokens"] == 0 and spec["flip_aug"] is False
+    assert raw["memory_tokens"] == (SIZE[0] // 16) * (SIZE[1] // 16) * 5 == m.spec.memory_tokens
+    assert spec["top_k"] == 30 and raw["checkpoint"] == "random, seed 0" and raw["seed"] == 0
+    assert m.spec == GraphSetSpec.for_model(cfg, SIZE, max_objects=MAX_OBJECTS)
     assert raw["opset"] >= 17 and "dynamo=True" in raw["exporter"]
     assert raw["s3rt_version"] and raw["axes"] == {"num_objects": [1, MAX_OBJECTS]}
     assert set(raw["graphs"]) == set(GRAPHS)
@@ -98,7 +99,7 @@ def test_each_graph_matches_the_torch_backend(exported):
     model = build_model(cfg, seed=exported.seed)
     if cfg.is_s3_encoder:
         model.pixel_encoder.set_export_mode(True)
-    ref = TorchBackend(model, top_k=exported.top_k, readout="torch")
+    ref = TorchBackend(model, top_k=exported.spec.top_k, readout="reference")
     ort_backend = OnnxRuntimeBackend(exported.directory, spinning=False)
     io = graph_io(cfg, SIZE, 1, exported.memory_tokens)
     for name in GRAPHS:
@@ -127,7 +128,7 @@ def test_readout_graph_equals_the_reference_readout(exported, valid_slots):
         x["mem_valid"][:] = False
         x["mem_valid"][0, torch.randperm(M, generator=g)[:valid_slots]] = True
     ref, usage = memory_readout(x["key"].flatten(2), x["selection"].flatten(2), x["mem_key"], x["mem_shrinkage"],
-                                x["mem_values"], x["mem_valid"], top_k=exported.top_k, return_usage=True)
+                                x["mem_values"], x["mem_valid"], top_k=exported.spec.top_k, return_usage=True)
     got = ort_backend.run("readout", x)
     assert torch.allclose(got["readout"], ref.view(1, 2, cfg.value_dim, h, w), atol=1e-5, rtol=1e-5)
     assert torch.allclose(got["usage"], usage, atol=1e-5, rtol=1e-5)
@@ -216,21 +217,20 @@ def test_falls_back_to_torchscript_and_records_it(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "_export_dynamo", no_dynamo)
     model = build_model("cutie-test")
     cfg = model.cfg
-    entry = export_one("encoder", model, cfg, tmp_path, padded_size=SIZE, batch=1,
-                       mem_tokens=120, max_objects=MAX_OBJECTS, top_k=30, opset=18)
+    spec = GraphSetSpec.for_model(cfg, SIZE, max_objects=MAX_OBJECTS)
+    entry = export_one("encoder", model, spec, tmp_path, opset=18)
     assert entry.exporter == "torchscript"
     assert entry.export_check["max_rel"] < 1e-5
     assert check_model_ops(onnx.load(str(tmp_path / "encoder.onnx"))).ok
     # When both exporters fail, the error names both reasons.
     with pytest.raises(ExportError, match="dynamo cannot export this.*torchscript"):
-        export_one("decoder", model, cfg, tmp_path, padded_size=SIZE, batch=1, mem_tokens=120,
-                   max_objects=MAX_OBJECTS, top_k=30, opset=18)
+        export_one("decoder", model, spec, tmp_path, opset=18)
 
 
 def test_large_weights_go_to_a_side_file(tmp_path):
     model = build_model("cutie-test")
-    entry = export_one("encoder", model, model.cfg, tmp_path, padded_size=SIZE, batch=1, mem_tokens=120,
-                       max_objects=1, top_k=30, opset=18, external_data=True, verify=False)
+    spec = GraphSetSpec.for_model(model.cfg, SIZE, max_objects=1)
+    entry = export_one("encoder", model, spec, tmp_path, opset=18, external_data=True, verify=False)
     assert entry.data_file == "encoder.onnx.data" and (tmp_path / entry.data_file).stat().st_size > 1e6
     assert (tmp_path / "encoder.onnx").stat().st_size < 1e6
     onnx.checker.check_model(str(tmp_path / "encoder.onnx"), full_check=True)
@@ -240,7 +240,7 @@ def test_large_weights_go_to_a_side_file(tmp_path):
 
 
 def test_one_matmul_similarity_is_the_reference_similarity():
-    from s3rt.export.wrappers import ReadoutGraph
+    from s3rt.graphs.modules import ReadoutGraph
     from s3rt.model.memory_readout import similarity
 
     g = torch.Generator().manual_seed(0)

@@ -8,14 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from s3rt.export import ManifestError, export_graphs, load_manifest
+from s3rt.export import export_graphs
+from s3rt.graphs import ManifestError, load_manifest
 from s3rt.model import build_model
-from s3rt.parity import run_parity
-from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, ProviderFallbackError
+from s3rt.parity import ParityOptions, run_parity
+from s3rt.runtime.backends.onnxrt import OnnxRuntimeBackend, ProviderFallbackError
 from s3rt.runtime.tracker import Tracker
 from s3rt.synthetic import later_objects, make_clip
 
-from conftest import EXPORT_MAX_OBJECTS as MAX_OBJECTS, EXPORT_SIZE as SIZE, shared_export  # noqa: E402
+from conftest import EXPORT_SIZE as SIZE, shared_export  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,8 @@ def test_stream_parity_over_30_frames(preset, tmp_path_factory, clip):
     frames, masks = clip
     extra = later_objects(masks)
     assert extra, "the clip should add an object mid-video"
-    report = run_parity(exported.directory, frames, masks[0], gt_masks=masks, size=-1, extra_masks=extra)
+    report = run_parity(exported.directory, frames, masks[0], gt_masks=masks, extra_masks=extra,
+                        options=ParityOptions(size=-1))
     s = report["stream"]
     assert s["frames"] == 30 and len(s["per_frame"]) == 30
     assert all(f["max_abs_prob"] <= 1e-4 for f in s["per_frame"]), s["max_abs_prob"]
@@ -58,19 +60,19 @@ def test_stream_parity_over_30_frames(preset, tmp_path_factory, clip):
 
 def test_tracker_selects_the_backend_by_name(cutie, clip):
     frames, masks = clip
-    t = Tracker(backend="onnxruntime", export_dir=cutie.directory, size=-1)
+    t = Tracker(backend="onnxruntime", graphs=cutie.directory, size=-1)
     assert isinstance(t.backend, OnnxRuntimeBackend) and t.cfg == cutie.config()
-    assert t.backend.top_k == 30 and t.backend.model_config.name == "cutie-test"
+    assert t.backend.spec == cutie.spec and t.top_k == 30 and t.backend.model_config.name == "cutie-test"
     ref = Tracker(build_model("cutie-test"), size=-1)
     for i in range(6):
         a, b = t.step(frames[i], masks[0] if i == 0 else None), ref.step(frames[i], masks[0] if i == 0 else None)
         assert float((a.prob - b.prob).abs().max()) < 1e-4
-    with pytest.raises(ValueError, match="export_dir"):
+    with pytest.raises(ValueError, match="needs a graph set"):
         Tracker(backend="onnxruntime")
 
 
 def test_io_binding_and_plain_run_agree(cutie):
-    from s3rt.export.wrappers import example_inputs, graph_io
+    from s3rt.graphs import example_inputs, graph_io
 
     a = OnnxRuntimeBackend(cutie.directory, spinning=False)
     b = OnnxRuntimeBackend(cutie.directory, io_binding=False, spinning=False)
@@ -106,7 +108,7 @@ def test_stream_that_does_not_fit_is_refused_before_any_work(cutie, clip):
     # a frame of another resolution, not resized to the export's
     b = CountingBackend(cutie.directory)
     big = np.zeros((96, 128, 3), np.uint8)
-    with pytest.raises(ValueError, match=r"96x128.*exported for 64x96.*--size 96x128"):
+    with pytest.raises(ValueError, match=r"96x128.*made for 64x96.*--size 96x128"):
         Tracker(backend=b, size=-1).step(big, np.pad(masks[0], ((0, 32), (0, 32))))
     assert b.calls == 0
     # more objects than --max-objects
@@ -115,11 +117,6 @@ def test_stream_that_does_not_fit_is_refused_before_any_work(cutie, clip):
     with pytest.raises(ValueError, match="4 objects.*--max-objects 4"):
         Tracker(backend=b, size=-1).step(frames[0], four)
     assert b.calls == 0
-    # another memory capacity or batch than the export
-    with pytest.raises(ValueError, match="--memory-frames 3.*--max-mem-frames 5"):
-        Tracker(backend=b, size=-1, max_mem_frames=3).step(frames[0], masks[0])
-    with pytest.raises(ValueError, match="--flip-aug"):
-        Tracker(backend=b, size=-1, flip_aug=True).step(frames[0], masks[0])
     assert b.calls == 0
     # objects added later beyond the limit are refused too, before the tracker's state changes
     t = Tracker(backend=b, size=-1)
@@ -151,32 +148,46 @@ def test_graph_sets_that_do_not_match_their_manifest(cutie, tmp_path):
         OnnxRuntimeBackend(d)
 
 
+@pytest.mark.parametrize("option, value, fix", [
+    ("max_mem_frames", 3, "--max-mem-frames 3"), ("top_k", 10, "--top-k 10"), ("flip_aug", True, "--flip-aug"),
+    ("use_long_term", True, "--long-term-tokens 10000"),
+])
+def test_options_the_graph_set_cannot_honour_are_refused(cutie, option, value, fix):
+    """Unset options follow the graph set; a conflicting one names both values and the export that fits."""
+    t = Tracker(backend=OnnxRuntimeBackend(cutie.directory), size=-1)
+    assert (t.max_mem_frames, t.top_k, t.flip_aug, t.long_term) == (5, 30, False, None)
+    name = {"use_long_term": "--long-term"}.get(option, "--" + option.replace("_", "-"))
+    with pytest.raises(ValueError) as e:
+        Tracker(backend=OnnxRuntimeBackend(cutie.directory), size=-1, **{option: value})
+    msg = str(e.value)
+    assert msg.startswith(name) and f"{option}={value}" in msg and "s3rt export" in msg and fix in msg
+    Tracker(backend=OnnxRuntimeBackend(cutie.directory), size=-1, **{option: getattr(cutie.spec, option, False)})
+
+
 def test_long_term_memory_runs_on_the_readout_graph(cutie, clip, tmp_path):
     """--long-term-tokens: the readout graph's `usage` output drives Cutie's consolidation. The
     other four graphs do not depend on the memory capacity, so only the readout is re-exported."""
-    from s3rt.export.exporter import export_one, memory_tokens
+    import dataclasses
+
+    from s3rt.export.exporter import export_one
 
     d = tmp_path / "ltm"
     shutil.copytree(cutie.directory, d)
     m = load_manifest(d)
-    frames_, lt = 3, 96
-    mem = memory_tokens(SIZE, frames_, lt)
-    m.graphs["readout"] = export_one("readout", build_model("cutie-test"), m.config(), d, padded_size=SIZE, batch=1,
-                                     mem_tokens=mem, max_objects=MAX_OBJECTS, top_k=30, opset=m.opset)
-    m.memory_frames, m.long_term_tokens, m.memory_tokens = frames_, lt, mem
+    m.spec = dataclasses.replace(m.spec, max_mem_frames=3, long_term_tokens=96)
+    m.graphs["readout"] = export_one("readout", build_model("cutie-test"), m.spec, d, opset=m.opset)
     m.write(d)
-    opts = load_manifest(d).tracker_options()
-    assert opts["use_long_term"] and opts["long_term"].max_num_tokens == lt and opts["max_mem_frames"] == 3
     frames, masks = clip
-    report = run_parity(d, frames, masks[0], size=-1, extra_masks=later_objects(masks))
+    report = run_parity(d, frames, masks[0], extra_masks=later_objects(masks), options=ParityOptions(size=-1))
     assert report["passed"], report["failures"]
-    # consolidation happened: long-term tokens are in use in the ORT tracker's memory
-    t = Tracker(backend=OnnxRuntimeBackend(d), size=-1, **opts)
+    # the tracker takes long-term memory from the graph set; consolidation happened
+    t = Tracker(backend=OnnxRuntimeBackend(d), size=-1)
+    assert t.long_term.max_num_tokens == 96 and t.max_mem_frames == 3
     for i in range(16):
         t.step(frames[i], masks[0] if i == 0 else None)
     assert t.banks[0].num_long_term_tokens > 0
-    with pytest.raises(ValueError, match="--long-term-tokens|long-term memory of 96 tokens"):
-        Tracker(backend=OnnxRuntimeBackend(d), size=-1).step(frames[0], masks[0])
+    with pytest.raises(ValueError, match="--long-term.*use_long_term=False"):
+        Tracker(backend=OnnxRuntimeBackend(d), size=-1, use_long_term=False)
 
 
 class BrokenFusion(OnnxRuntimeBackend):
@@ -191,7 +202,7 @@ class BrokenFusion(OnnxRuntimeBackend):
 
 def test_parity_tells_an_export_error_from_model_sensitivity(cutie, clip):
     frames, masks = clip
-    report = run_parity(cutie.directory, frames[:6], masks[0], size=-1,
+    report = run_parity(cutie.directory, frames[:6], masks[0], options=ParityOptions(size=-1),
                         backend=BrokenFusion(cutie.directory, spinning=False))
     assert not report["passed"] and not report["explained"]
     fusion = report["graphs"]["fusion"]
@@ -216,7 +227,7 @@ def test_full_presets_at_480p(preset, tmp_path):
     frames, masks = make_clip(7, 480, 854, num_objects=3, seed=0)
     m = export_graphs(preset, tmp_path / "export", size=(480, 864), max_objects=2, progress=False)
     assert (m.graphs["encoder"].data_file is not None) == (preset == "s3-base")
-    report = run_parity(m.directory, frames, masks[0], size=480, max_diagnoses=7)
+    report = run_parity(m.directory, frames, masks[0], options=ParityOptions(size=480, max_diagnoses=7))
     assert report["objects"] == [1, 3] and report["stream"]["frames"] == 7
     for name in ("encoder", "decoder", "mask_encoder"):
         assert report["graphs"][name]["pass"] and report["graphs"][name]["max_rel"] < 1e-5, report["graphs"][name]

@@ -78,7 +78,7 @@ def test_bad_inputs_are_refused_before_any_work(exported, clip_dir, tmp_path, ca
     write_clip(big, frames, masks)
     assert main(["parity", "--export", str(exported.directory), "--input", str(big / "JPEGImages"),
                  "--mask", str(big / "Annotations" / "00000.png")]) == 2
-    assert "export with --size 96x128" in capsys.readouterr().err
+    assert "s3rt export --preset cutie-test --size 96x128" in capsys.readouterr().err
     # more objects than --max-objects
     four = np.zeros(SIZE, np.uint8)
     for k in range(4):

@@ -16,9 +16,11 @@ import pytest
 import torch
 
 from s3rt.model.memory_readout import memory_readout, similarity
+import readout_oracles as oracles
 from s3rt.runtime import readout_kernel as rk
+from s3rt.runtime import readout_kernel_cpu as rkc
 
-CASES = rk.parity_cases(quick=True)
+CASES = oracles.parity_cases(quick=True)
 
 
 def _need_cxx():
@@ -28,20 +30,20 @@ def _need_cxx():
 
 
 @pytest.fixture(scope="module")
-def harness() -> rk.CpuHarness:
+def harness() -> rkc.CpuHarness:
     _need_cxx()
-    return rk.cpu_harness()
+    return rkc.cpu_harness()
 
 
 @pytest.fixture(scope="module")
 def selftest_lib():
     _need_cxx()
-    path = rk.build_cpu_library("cpu/emulator_selftest.cpp", "libs3rt_emulator_selftest.so")
+    path = rkc.build_cpu_library("cpu/emulator_selftest.cpp", "libs3rt_emulator_selftest.so")
     lib = ctypes.CDLL(str(path))
     return lib
 
 
-def run(h: rk.CpuHarness, inputs: dict, top_k: int, usage=None, **kw):
+def run(h: rkc.CpuHarness, inputs: dict, top_k: int, usage=None, **kw):
     return h.readout(inputs["query_key"], inputs["query_selection"], inputs["mem_key"], inputs["mem_shrinkage"],
                      inputs["mem_values"], inputs["valid"], top_k, usage, **kw)
 
@@ -50,12 +52,12 @@ def run(h: rk.CpuHarness, inputs: dict, top_k: int, usage=None, **kw):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_matches_reference(harness, case):
-    inputs = rk.make_case_inputs(case)
+    inputs = oracles.make_case_inputs(case)
     usage = np.zeros((case.B, case.M), np.float32)
     out = run(harness, inputs, case.top_k, usage, num_splits=case.num_splits)
     assert out.shape == (case.B, case.N, case.V, case.P) and out.dtype == np.float32
     atol = 1e-3 if case.key_offset else 2e-5  # |S| ~ 10^3: FP32 similarity limits both sides, see below
-    rep = rk.compare_to_reference(out, usage, inputs, case.top_k, atol=atol,
+    rep = oracles.compare_to_reference(out, usage, inputs, case.top_k, atol=atol,
                                   usage_groups=case.M // case.ties if case.ties else 0)
     if case.ties:
         # duplicated slots have identical values: any choice among exact ties gives the same output
@@ -65,8 +67,8 @@ def test_matches_reference(harness, case):
 
 
 def test_fewer_valid_than_k_uses_only_valid_slots(harness):
-    case = rk.ReadoutCase("few", M=500, P=37, N=2, n_valid=3, num_splits=3, seed=5)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("few", M=500, P=37, N=2, n_valid=3, num_splits=3, seed=5)
+    inputs = oracles.make_case_inputs(case)
     usage = np.zeros((1, case.M), np.float32)
     run(harness, inputs, 30, usage, num_splits=3)
     valid = inputs["valid"].numpy()
@@ -75,8 +77,8 @@ def test_fewer_valid_than_k_uses_only_valid_slots(harness):
 
 
 def test_no_valid_slot_reads_zero(harness):
-    case = rk.ReadoutCase("none", M=100, P=10, N=1, seed=6)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("none", M=100, P=10, N=1, seed=6)
+    inputs = oracles.make_case_inputs(case)
     inputs["valid"][:] = False
     usage = np.zeros((1, case.M), np.float32)
     out = run(harness, inputs, 30, usage)
@@ -85,8 +87,8 @@ def test_no_valid_slot_reads_zero(harness):
 
 @pytest.mark.parametrize("splits", [1, 2, 4, 16])
 def test_result_independent_of_splits(harness, splits):
-    case = rk.ReadoutCase("splits", M=1000, P=37, N=2, seed=7)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("splits", M=1000, P=37, N=2, seed=7)
+    inputs = oracles.make_case_inputs(case)
     u1 = np.zeros((1, case.M), np.float32)
     us = np.zeros((1, case.M), np.float32)
     base = run(harness, inputs, 30, u1, num_splits=1)
@@ -98,8 +100,8 @@ def test_result_independent_of_splits(harness, splits):
 
 def test_ties_go_to_the_lowest_slot_index(harness):
     # 4 copies of 60 distinct slots; copy c of slot d sits at c*60 + d, across tiles and splits
-    case = rk.ReadoutCase("ties", M=240, P=37, N=1, ties=4, seed=8)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("ties", M=240, P=37, N=1, ties=4, seed=8)
+    inputs = oracles.make_case_inputs(case)
     usage = np.zeros((1, case.M), np.float32)
     run(harness, inputs, 1, usage, num_splits=3)  # k = 1: each pixel takes exactly one slot
     assert usage[0, 60:].sum() == 0 and np.isclose(usage.sum(), case.P)
@@ -110,8 +112,8 @@ def test_ties_go_to_the_lowest_slot_index(harness):
 
 
 def test_usage_accumulates(harness):
-    case = rk.ReadoutCase("usage", M=200, P=37, N=1, seed=9)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("usage", M=200, P=37, N=1, seed=9)
+    inputs = oracles.make_case_inputs(case)
     usage = np.zeros((1, case.M), np.float32)
     run(harness, inputs, 30, usage)
     once = usage.copy()
@@ -121,12 +123,12 @@ def test_usage_accumulates(harness):
 
 
 def test_fp16_inputs_and_output(harness):
-    case = rk.ReadoutCase("fp16", M=257, P=37, N=2, dtype="float16", seed=10)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("fp16", M=257, P=37, N=2, dtype="float16", seed=10)
+    inputs = oracles.make_case_inputs(case)
     assert inputs["mem_key"].dtype == torch.float16
     out16 = run(harness, inputs, 30, out_dtype=np.float16, num_splits=2)
     assert out16.dtype == np.float16
-    ref, _ = rk.reference_readout(inputs, 30)  # FP32 on the same fp16-rounded values
+    ref, _ = oracles.reference_readout(inputs, 30)  # FP32 on the same fp16-rounded values
     np.testing.assert_allclose(out16.astype(np.float32), ref.numpy(), rtol=2e-3, atol=2e-3)
     # fp32 keys with fp16 values work as well
     mixed = dict(inputs, **{k: inputs[k].float() for k in ("query_key", "query_selection", "mem_key",
@@ -136,8 +138,8 @@ def test_fp16_inputs_and_output(harness):
 
 
 def test_slot_major_values_layout(harness):
-    case = rk.ReadoutCase("layout", M=300, P=37, N=3, seed=11)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("layout", M=300, P=37, N=3, seed=11)
+    inputs = oracles.make_case_inputs(case)
     cf = run(harness, inputs, 30)
     B, N, V, M = inputs["mem_values"].shape
     sm = inputs["mem_values"].reshape(B, N * V, M).transpose(1, 2).contiguous()  # [B, M, N*V]
@@ -149,7 +151,7 @@ def test_slot_major_values_layout(harness):
 
 def test_extreme_similarities_need_max_subtraction(harness):
     case = next(c for c in CASES if c.name == "extreme")
-    inputs = rk.make_case_inputs(case)
+    inputs = oracles.make_case_inputs(case)
     sim = similarity(inputs["mem_key"], inputs["mem_shrinkage"], inputs["query_key"], inputs["query_selection"])
     assert sim.max() < -200
     # the official softmax (exp without subtracting the maximum) underflows to 0/0 here
@@ -162,14 +164,14 @@ def test_extreme_similarities_need_max_subtraction(harness):
                          inputs["mem_values"], inputs["valid"], top_k=case.top_k)
     assert torch.isfinite(ref).all()
     # |S| ~ 10^3: FP32 carries ~1e-4 absolute error in S, so both FP32 paths are ~1e-4 from float64
-    truth = rk.float64_readout(inputs, case.top_k)
+    truth = oracles.float64_readout(inputs, case.top_k)
     assert (torch.from_numpy(out).double() - truth).abs().max() < 1e-3
     assert (ref.double() - truth).abs().max() < 1e-3
 
 
 def test_argument_errors(harness):
-    case = rk.ReadoutCase("args", M=50, P=8, N=1, seed=12)
-    i = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("args", M=50, P=8, N=1, seed=12)
+    i = oracles.make_case_inputs(case)
     args = [i["query_key"], i["query_selection"], i["mem_key"], i["mem_shrinkage"], i["mem_values"], i["valid"]]
     with pytest.raises(ValueError, match="top_k"):
         harness.readout(*args, 0)

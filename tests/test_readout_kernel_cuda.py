@@ -13,12 +13,14 @@ import pytest
 import torch
 
 from s3rt.model.memory_readout import memory_readout
+import readout_oracles as oracles
 from s3rt.runtime import readout_kernel as rk
+from s3rt.runtime import readout_kernel_cpu as rkc
 
 pytestmark = pytest.mark.cuda
 
-CASES = rk.parity_cases(quick=True)
-LARGE = [c for c in rk.parity_cases(quick=False) if c not in CASES]
+CASES = oracles.parity_cases(quick=True)
+LARGE = [c for c in oracles.parity_cases(quick=False) if c not in CASES]
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +44,13 @@ def launch(d: dict, top_k: int, usage=None, **kw):
     return out
 
 
-def check_case(case: rk.ReadoutCase):
-    inputs = rk.make_case_inputs(case)
+def check_case(case: oracles.ReadoutCase):
+    inputs = oracles.make_case_inputs(case)
     d = to_cuda(inputs)
     usage = torch.zeros(case.B, case.M, device="cuda")
     out = launch(d, case.top_k, usage, num_splits=case.num_splits)
     atol = 1e-3 if case.key_offset else 2e-5
-    rep = rk.compare_to_reference(out, usage, inputs, case.top_k, atol=atol,
+    rep = oracles.compare_to_reference(out, usage, inputs, case.top_k, atol=atol,
                                   usage_groups=case.M // case.ties if case.ties else 0)
     if case.ties:
         assert rep["near_tie_pixels"] == 0
@@ -67,8 +69,8 @@ def test_matches_reference_large(cuda_ready, case):
 
 
 def test_automatic_splits_match_one_split(cuda_ready):
-    case = rk.ReadoutCase("auto", M=5000, P=300, N=2, V=64, seed=3)
-    d = to_cuda(rk.make_case_inputs(case))
+    case = oracles.ReadoutCase("auto", M=5000, P=300, N=2, V=64, seed=3)
+    d = to_cuda(oracles.make_case_inputs(case))
     u1 = torch.zeros(1, case.M, device="cuda")
     ua = torch.zeros(1, case.M, device="cuda")
     one = launch(d, 30, u1, num_splits=1)
@@ -81,10 +83,10 @@ def test_same_selection_as_cpu_harness(cuda_ready):
     """The emulation is faithful: GPU and CPU builds pick exactly the same slots."""
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: cannot build the CPU harness")
-    case = rk.ReadoutCase("cross", M=1000, P=200, N=2, num_splits=3, seed=4)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("cross", M=1000, P=200, N=2, num_splits=3, seed=4)
+    inputs = oracles.make_case_inputs(case)
     u_cpu = np.zeros((1, case.M), np.float32)
-    out_cpu = rk.cpu_memory_readout(inputs["query_key"], inputs["query_selection"], inputs["mem_key"],
+    out_cpu = rkc.cpu_memory_readout(inputs["query_key"], inputs["query_selection"], inputs["mem_key"],
                                     inputs["mem_shrinkage"], inputs["mem_values"], inputs["valid"], 30, u_cpu,
                                     num_splits=3)
     u_gpu = torch.zeros(1, case.M, device="cuda")
@@ -94,8 +96,8 @@ def test_same_selection_as_cpu_harness(cuda_ready):
 
 
 def test_slot_major_layout_and_fp16_output(cuda_ready):
-    case = rk.ReadoutCase("layout", M=3000, P=500, N=3, V=64, seed=5)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("layout", M=3000, P=500, N=3, V=64, seed=5)
+    inputs = oracles.make_case_inputs(case)
     d = to_cuda(inputs)
     ref = launch(d, 30)
     B, N, V, M = d["mem_values"].shape
@@ -110,13 +112,13 @@ def test_slot_major_layout_and_fp16_output(cuda_ready):
 
 
 def test_fp16_inputs(cuda_ready):
-    case = rk.ReadoutCase("fp16-big", M=4000, P=600, N=2, V=64, dtype="float16", seed=6)
+    case = oracles.ReadoutCase("fp16-big", M=4000, P=600, N=2, V=64, dtype="float16", seed=6)
     check_case(case)
 
 
 def test_runs_on_the_given_stream(cuda_ready):
-    case = rk.ReadoutCase("stream", M=2000, P=300, N=1, V=64, seed=7)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("stream", M=2000, P=300, N=1, V=64, seed=7)
+    inputs = oracles.make_case_inputs(case)
     d = to_cuda(inputs)
     ref = launch(d, 30)
     side = torch.cuda.Stream()
@@ -133,8 +135,8 @@ def test_runs_on_the_given_stream(cuda_ready):
 
 def test_cuda_graph_capture(cuda_ready):
     """Static buffers + the kernel on the capturing stream: one frame can be a CUDA graph."""
-    case = rk.ReadoutCase("graph", M=2000, P=300, N=2, V=64, seed=8)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("graph", M=2000, P=300, N=2, V=64, seed=8)
+    inputs = oracles.make_case_inputs(case)
     d = to_cuda(inputs)
     usage = torch.zeros(1, case.M, device="cuda")
     out = torch.empty(1, case.N, case.V, case.P, device="cuda")
@@ -152,13 +154,13 @@ def test_cuda_graph_capture(cuda_ready):
     out.zero_()
     g.replay()
     torch.cuda.synchronize()
-    rk.compare_to_reference(out, usage, inputs, 30)
+    oracles.compare_to_reference(out, usage, inputs, 30)
 
 
 def test_matches_memory_readout_on_gpu(cuda_ready):
     """Real sizes (Cutie 480p, 4 objects) against the reference run on the GPU too."""
-    case = rk.ReadoutCase("gpu-ref", M=8100, P=1620, N=4, V=256, n_valid=6000, seed=9)
-    inputs = rk.make_case_inputs(case)
+    case = oracles.ReadoutCase("gpu-ref", M=8100, P=1620, N=4, V=256, n_valid=6000, seed=9)
+    inputs = oracles.make_case_inputs(case)
     d = to_cuda(inputs)
     out = launch(d, 30)
     ref = memory_readout(d["query_key"], d["query_selection"], d["mem_key"], d["mem_shrinkage"], d["mem_values"],
@@ -166,13 +168,13 @@ def test_matches_memory_readout_on_gpu(cuda_ready):
     err = (out - ref).abs()
     bad_px = (err > 2e-5 + 1e-4 * ref.abs()).any(1).any(1).cpu()  # [B, P]
     if bad_px.any():  # only where the k-th and (k+1)-th similarities (nearly) tie
-        gaps, mag = rk.boundary_gaps(inputs, 30)
+        gaps, mag = oracles.boundary_gaps(inputs, 30)
         assert (gaps[bad_px] <= 1e-5 * (1 + mag[bad_px])).all(), f"max |diff| {err.max().item():.3g}"
 
 
 def test_argument_errors(cuda_ready):
-    case = rk.ReadoutCase("args", M=100, P=20, N=1, V=16, seed=10)
-    d = to_cuda(rk.make_case_inputs(case))
+    case = oracles.ReadoutCase("args", M=100, P=20, N=1, V=16, seed=10)
+    d = to_cuda(oracles.make_case_inputs(case))
     a = [d["query_key"], d["query_selection"], d["mem_key"], d["mem_shrinkage"], d["mem_values"], d["valid"]]
     with pytest.raises(ValueError, match="contiguous"):
         rk.cuda_memory_readout(a[0].transpose(1, 2).contiguous().transpose(1, 2), *a[1:])

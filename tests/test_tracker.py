@@ -6,7 +6,7 @@ import torch
 
 from s3rt.model import build_model
 from s3rt.model.memory_readout import memory_readout, similarity, topk_softmax_dense
-from s3rt.runtime.backends.torch_backend import TorchBackend
+from s3rt.runtime.backends.pytorch import TorchBackend
 from s3rt.runtime.memory import LongTermConfig, MemoryBank
 from s3rt.runtime.tracker import Tracker, stagger_steps
 

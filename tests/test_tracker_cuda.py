@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available()
 def test_cuda_fp32_matches_cpu(preset):
     frames, masks = make_clip(10, 96, 128, 2, seed=0)
     model = build_model(preset)
-    cpu = Tracker(model, size=-1, readout="torch")
+    cpu = Tracker(model, size=-1, readout="reference")
     gpu = Tracker(build_model(preset), device="cuda", size=-1)
     for i, f in enumerate(frames):
         a = cpu.step(f, masks[0] if i == 0 else None)

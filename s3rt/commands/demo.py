@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 
-from s3rt.cli import UserError
+from s3rt.commands import UserError
 from s3rt.synthetic import later_objects
 
 
@@ -43,11 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from s3rt.export import ExportError, export_graphs, parse_size
+    from s3rt.export import ExportError, export_graphs
+    from s3rt.graphs import padded_size, parse_size
     from s3rt.io import write_overlay_pngs, write_overlay_video
     from s3rt.io.atomic import atomic_write
     from s3rt.model import get_config
-    from s3rt.parity import format_report, format_speed, padded_geometry, run_parity
+    from s3rt.parity import ParityOptions, format_report, format_speed, run_parity
     from s3rt.synthetic import make_clip
 
     try:
@@ -62,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file")
     progress = not args.quiet
-    padded = padded_geometry(h, w, -1, cfg.pad_multiple)
+    padded = padded_size(h, w, -1, cfg.pad_multiple)
     print(f"s3rt demo: {cfg.name} (random weights, seed {args.seed}), synthetic clip of {args.frames} frames "
           f"{h}x{w} with {args.objects} objects; export at {padded[0]}x{padded[1]}", flush=True)
 
@@ -74,8 +75,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     # Objects that enter later are given on the frame where they first appear (ids of that frame only).
     extra = later_objects(masks)
-    report = run_parity(export_dir, frames, masks[0], gt_masks=masks, size=-1, tolerance=args.tolerance,
-                        keep_masks=True, extra_masks=extra, progress=progress)
+    report = run_parity(export_dir, frames, masks[0], gt_masks=masks, extra_masks=extra,
+                        options=ParityOptions(size=-1, tolerance=args.tolerance, keep_masks=True, progress=progress))
     ort_masks = report.pop("masks")["onnxruntime"]
 
     written = []
@@ -86,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
         write_overlay_pngs(out / "overlay", frames, ort_masks)
         written.append(out / "overlay")
     text = format_report(report)
-    speed = format_speed(report["speed"], f"latency per frame and stage, ms ({report['stream']['frames']} frames, "
+    speed = format_speed(report["speed"], f"latency per frame and graph, ms ({report['stream']['frames']} frames, "
                                           f"first frame excluded; both backends in one process, in lockstep)")
     for name, content in (("parity.txt", text + "\n"), ("speed.txt", speed + "\n"),
                           ("parity.json", json.dumps(report, indent=2) + "\n")):

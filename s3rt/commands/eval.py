@@ -21,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from s3rt.cli import UserError
+from s3rt.commands import UserError
 from s3rt.io.atomic import atomic_write, remove_stale_temps
 from s3rt.io.errors import InputError
 

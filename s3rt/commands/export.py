@@ -1,6 +1,6 @@
 """Export a preset as five ONNX graphs (encoder, readout, fusion, decoder, mask_encoder) and a
 manifest.json, for one padded resolution, a dynamic object axis (1..--max-objects) and a fixed
-memory capacity (--memory-frames frames of (H/16)*(W/16) tokens, + --long-term-tokens).
+memory capacity (--max-mem-frames frames of (H/16)*(W/16) tokens, + --long-term-tokens).
 
 --size is the padded resolution HxW (a multiple of the preset's pad multiple: 16 for Cutie,
 32 for S3); a DAVIS 480p frame (854 wide, 480 high) pads to 480x864 with either. The
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from s3rt.cli import UserError
+from s3rt.commands import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", required=True, metavar="HxW", help="padded resolution, e.g. 480x864")
     parser.add_argument("--max-objects", type=int, default=4, metavar="K",
                         help="largest number of objects (the object axis is dynamic in 1..K; default 4)")
-    parser.add_argument("--memory-frames", type=int, default=5, metavar="T",
-                        help="memory frames, the tracker's --max-mem-frames (default 5)")
+    parser.add_argument("--max-mem-frames", type=int, default=5, metavar="T",
+                        help="memory frames including the permanent first one, as the tracker's option (default 5)")
     parser.add_argument("--long-term-tokens", type=int, default=0, metavar="L",
                         help="long-term memory tokens (0 = no long-term memory; default 0)")
     parser.add_argument("--flip-aug", action="store_true", help="batch 2: the frame and its mirror image")
@@ -47,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
     external = {"auto": "auto", "yes": True, "no": False}[args.external_data]
     try:
         m = export_graphs(args.preset, args.out, checkpoint=args.checkpoint, seed=args.seed, size=args.size,
-                          max_objects=args.max_objects, memory_frames=args.memory_frames,
+                          max_objects=args.max_objects, max_mem_frames=args.max_mem_frames,
                           long_term_tokens=args.long_term_tokens, flip_aug=args.flip_aug, top_k=args.top_k,
                           opset=args.opset, exporter=args.exporter, external_data=external,
                           verify=not args.no_verify, progress=not args.quiet)
@@ -55,9 +55,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     except ValueError as e:  # unknown preset and other bad options
         raise UserError(str(e)) from e
-    H, W = m.padded_size
-    print(f"exported {m.preset} ({m.checkpoint}) at {H}x{W}, 1..{m.max_objects} objects, {m.memory_tokens} memory "
-          f"tokens, batch {m.batch}, opset {m.opset}, {m.exporter}")
+    print(f"exported {m.spec.describe()} ({m.checkpoint}), opset {m.opset}, {m.exporter}")
     for name, g in m.graphs.items():
         size = sum((m.directory / f).stat().st_size for f in (g.file, g.data_file) if f) / 2**20
         check = (f", ONNX Runtime vs torch max |Δ| {g.export_check['max_abs']:.1e} "

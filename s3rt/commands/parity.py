@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 
-from s3rt.cli import UserError
+from s3rt.commands import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, metavar="CLIP", help="video file, folder of frames or DAVIS sequence")
     parser.add_argument("--mask", required=True, metavar="PNG", help="the first frame's id mask")
     parser.add_argument("--gt", metavar="DIR", help="ground-truth id masks (PNGs named like the frames) for J&F")
-    parser.add_argument("--backend", choices=("onnxruntime",), default="onnxruntime")
+    parser.add_argument("--backend", choices=graph_backends(), default="onnxruntime",
+                        help="the backend to check (one that runs a graph set); default onnxruntime")
     parser.add_argument("--providers", default="CPUExecutionProvider",
                         help="comma-separated ONNX Runtime execution providers (default: CPUExecutionProvider)")
     parser.add_argument("--strict-providers", action="store_true",
@@ -37,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames whose graph inputs are recorded for the per-graph check (default 3)")
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def graph_backends() -> tuple[str, ...]:
+    from s3rt.runtime.backends import BACKENDS
+
+    return tuple(name for name, e in BACKENDS.items() if e.needs == "graphs")
 
 
 def read_gt(gt_dir, names, count):
@@ -60,7 +67,7 @@ def read_gt(gt_dir, names, count):
 def main(args: argparse.Namespace) -> int:
     from s3rt.io import InputError, open_frames, read_mask
     from s3rt.io.atomic import atomic_write
-    from s3rt.parity import format_report, run_parity
+    from s3rt.parity import ParityOptions, format_report, run_parity
 
     if args.tolerance <= 0 or (args.graph_tolerance is not None and args.graph_tolerance <= 0):
         raise UserError("tolerances must be positive")
@@ -72,11 +79,12 @@ def main(args: argparse.Namespace) -> int:
         count = source.num_frames if args.frames is None else min(args.frames, source.num_frames or args.frames)
         # (None for a video that does not say its length)
         gt = read_gt(args.gt, getattr(source, "names", None), count) if args.gt else None
-        report = run_parity(args.export, source, mask, gt_masks=gt, backend=args.backend, checkpoint=args.checkpoint,
-                            max_frames=args.frames, tolerance=args.tolerance, graph_tolerance=args.graph_tolerance,
-                            capture_frames=args.capture_frames, size=args.size,
-                            providers=args.providers.split(","), strict_providers=args.strict_providers,
-                            progress=not args.quiet and sys.stderr.isatty())
+        options = ParityOptions(max_frames=args.frames, tolerance=args.tolerance,
+                                graph_tolerance=args.graph_tolerance, capture_frames=args.capture_frames,
+                                size=args.size, progress=not args.quiet and sys.stderr.isatty())
+        backend_options = {"providers": args.providers.split(","), "strict_providers": args.strict_providers}
+        report = run_parity(args.export, source, mask, gt_masks=gt, checkpoint=args.checkpoint, backend=args.backend,
+                            backend_options=backend_options, options=options)
     except (InputError, ValueError, FileNotFoundError) as e:
         raise UserError(str(e)) from e
     except RuntimeError as e:  # a provider fallback with --strict-providers

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from s3rt.cli import UserError
+from s3rt.commands import UserError
 from s3rt.io import InputError, list_masks, open_frames, write_mask
 from s3rt.io.atomic import atomic_write, make_temp_dir, remove_stale_temps
 from s3rt.io.errors import OutputError

@@ -31,7 +31,7 @@ def _read_umask() -> int:
 
 
 _UMASK = _read_umask()
-_FILE_MODE = 0o666 & ~_UMASK
+FILE_MODE = 0o666 & ~_UMASK
 
 
 @contextlib.contextmanager
@@ -84,7 +84,7 @@ def atomic_write(
                     os.fsync(f.fileno())
         if not tmp.exists():
             raise FileNotFoundError(f"the writer removed its temporary file {tmp} before {target} was written")
-        os.chmod(tmp, _FILE_MODE)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -1,7 +1,7 @@
 """J&F as the official DAVIS-2017 semi-supervised evaluation defines it.
 
-The definitions follow davisvideochallenge/davis2017-evaluation (see
-`shared/reference/vos_metrics.md`); the code is our own and vectorised with numpy.
+The definitions follow the official toolkit (davisvideochallenge/davis2017-evaluation); the
+code is our own and vectorised with numpy.
 
 - J (region similarity): |P & G| / |P | G|, 1 when both are empty.
 - F (boundary F-measure): 1-px boundary maps (a pixel differs from its east, south or

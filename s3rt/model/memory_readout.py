@@ -1,4 +1,4 @@
-"""The reference memory readout (model_notes section 2.4).
+"""The reference memory readout: Cutie's top-k readout at inference (its `get_affinity` + `readout`).
 
 Similarity is Cutie's anisotropic L2: S(n, p) = -(s_n / sqrt(C_k)) * sum_c e_pc (k_nc - q_pc)^2.
 Each query pixel keeps its top-k memory slots, takes a softmax over them and reads the values.

@@ -1,4 +1,4 @@
-"""The frozen DepthAnything ViT-B inside S3's pixel encoder (model_notes section 1.3).
+"""The frozen DepthAnything ViT-B inside S3's pixel encoder (official S3 code, `s3/model/backbones`).
 
 A DINOv2-style vision transformer with the official key names (`patch_embed.proj`, `cls_token`,
 `pos_embed`, `mask_token`, `blocks.{i}.{norm1,attn.qkv,attn.proj,ls1.gamma,norm2,mlp.fc1,mlp.fc2,

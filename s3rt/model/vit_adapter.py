@@ -1,5 +1,5 @@
 """S3's pixel encoder: a frozen DepthAnything ViT-B in a ViT-Adapter with "spatial-semantic
-blocks" (model_notes section 1.3; official `DinoV2ViTAdapter` / `D2VitAdapterDinoV2` with
+blocks" (official S3 code: `DinoV2ViTAdapter` / `D2VitAdapterDinoV2` with
 `InteractionBlockWithCls_Efficient`).
 
 Data flow for a normalised image [B,3,H,W] (H, W multiples of 32; h, w = H/16, W/16):
@@ -44,7 +44,7 @@ from s3rt.model.config import ModelConfig
 from s3rt.model.deform_attn import MSDeformAttn
 from s3rt.model.vit import LN_EPS, DinoVisionTransformer
 
-SIZE_DIVISOR = 32  # h and w even, so the official DWConv split is exact (model_notes 1.3)
+SIZE_DIVISOR = 32  # h and w even, so the official DWConv split is exact (as in the official code)
 
 
 def reference_points(shapes: list[tuple[int, int]], device=None) -> torch.Tensor:

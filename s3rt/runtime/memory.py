@@ -7,7 +7,7 @@ softmax are order-free), so nothing is ever concatenated or shifted. Layout of t
     [ permanent slot: the bucket's first memory frame | F working-memory frame slots | long-term tokens ]
       hw tokens                                         F * hw tokens                   ltm_tokens
 
-Semantics are Cutie's (`KeyValueMemoryStore` / `MemoryManager`, model_notes 2.6):
+Semantics are Cutie's (`KeyValueMemoryStore` / `MemoryManager`):
 - without long-term memory the F slots are a FIFO of the most recent memory frames;
 - with long-term memory, once the F slots are full, every non-permanent frame except the newest
   `min_mem_frames - 1` is consolidated into `num_prototypes` prototypes (top usage, full-softmax
@@ -93,9 +93,6 @@ class MemoryBank:
         if self.long_term:
             tensors += [self.selection, self.use_count, self.life_count]
         return sum(t.numel() * t.element_size() for t in tensors)
-
-    def position_of(self, object_id: int) -> int:
-        return self.object_ids.index(object_id)
 
     # ---- writing ---------------------------------------------------------------------------
     def add_frame(self, key, shrinkage, values, selection=None) -> None:

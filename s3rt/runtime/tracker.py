@@ -1,5 +1,5 @@
-"""The streaming tracker: Cutie's inference control flow (model_notes 2.5 / 2.6, with S3's
-padding and the official bugs fixed) over any backend.
+"""The streaming tracker: Cutie's inference control flow (its `InferenceCore` and
+`MemoryManager`, with S3's padding and the official bugs fixed) over any backend.
 
 The tracker owns all state (memory banks, sensory memory, object memory, last mask, object
 ids) as device tensors that are allocated when a stream starts or when objects are added or
@@ -16,11 +16,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from s3rt.graphs import STRIDE, GraphSetSpec, memory_tokens, processing_size
 from s3rt.model.tensor_utils import aggregate, pad_divide_by, unpad
-from s3rt.runtime.backends.base import Backend
+from s3rt.runtime.backends import Backend, create_backend
 from s3rt.runtime.memory import LongTermConfig, MemoryBank
 
-STAGES = ("encode", "readout", "fusion", "decode", "mask_encode")
+# Cutie's defaults for the options a graph set fixes (GraphSetSpec); None means "the backend's"
+DEFAULTS = {"max_mem_frames": 5, "top_k": 30, "flip_aug": False, "use_long_term": False}
 
 
 @dataclass
@@ -30,7 +32,7 @@ class TrackResult:
     object_ids: list[int]  # the ids of prob's channels 1..N
     frame_index: int
     memory_frame: bool  # whether this frame was written to memory
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (profile=True)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per graph (profile=True)
 
 
 def stagger_steps(mem_every: int, stagger_updates: int) -> set[int]:
@@ -40,57 +42,105 @@ def stagger_steps(mem_every: int, stagger_updates: int) -> set[int]:
     return {int(x) for x in np.round(np.linspace(1, mem_every, stagger_updates))}
 
 
+def long_term_for(spec: GraphSetSpec) -> LongTermConfig:
+    """Long-term settings whose capacity fits a graph set made with long-term tokens."""
+    lt, frames = spec.long_term_tokens, spec.max_mem_frames
+    return LongTermConfig(max_mem_frames=frames, min_mem_frames=max(1, min(5, frames - 1)),
+                          num_prototypes=min(128, max(1, lt // 4)), max_num_tokens=lt, buffer_tokens=min(2000, lt // 4))
+
+
 class Tracker:
     """Stream frames through S3 / Cutie.
 
     Tracker(model, backend="torch", device="cpu", size=480, mem_every=5, max_mem_frames=5,
             stagger_updates=5, top_k=30, flip_aug=False, use_long_term=False,
-            long_term=LongTermConfig(), chunk_size=-1, fp16=False, profile=False)
+            long_term=LongTermConfig(), chunk_size=-1, resize_antialias=True, profile=False,
+            graphs=None, **backend_options)
 
-    `model` is a network from `s3rt.build_model` (torch backend) or anything a backend accepts;
-    `backend` may also be a ready `Backend` instance (e.g. the onnxruntime backend).
+    `model` is a network from `s3rt.build_model` (torch backend); `backend` is a name from
+    `s3rt.runtime.backends.BACKENDS` (made with `graphs=` for backends that run a graph set, and
+    `backend_options`, e.g. fp16 / readout for torch, providers for onnxruntime) or a ready
+    `Backend`. A backend made for one graph set fixes max_mem_frames, top_k, flip_aug and
+    long-term memory: left unset, they are taken from it; set to another value, they are refused
+    with the export command that would fit.
     """
 
     def __init__(self, model=None, *, backend: str | Backend = "torch", device: str = "cpu",
-                 size: int = 480, mem_every: int = 5, max_mem_frames: int = 5, stagger_updates: int = 5,
-                 top_k: int = 30, flip_aug: bool = False, use_long_term: bool = False,
+                 size: int = 480, mem_every: int = 5, max_mem_frames: int | None = None, stagger_updates: int = 5,
+                 top_k: int | None = None, flip_aug: bool | None = None, use_long_term: bool | None = None,
                  long_term: LongTermConfig | dict | None = None, chunk_size: int = -1,
-                 fp16: bool = False, profile: bool = False, readout: str = "auto", export_dir=None):
+                 resize_antialias: bool = True, profile: bool = False, graphs=None, **backend_options):
+        if mem_every < 1 or stagger_updates < 1:
+            raise ValueError(f"need mem_every >= 1 and stagger_updates >= 1; got {mem_every} and {stagger_updates}")
         if isinstance(backend, Backend):
+            if backend_options or graphs is not None:
+                raise ValueError("backend options and graphs= go with a backend name, not a ready Backend")
             self.backend = backend
-        elif backend == "torch":
-            from s3rt.runtime.backends.torch_backend import TorchBackend
-            if model is None:
-                raise ValueError("the torch backend needs a model (s3rt.build_model(...))")
-            self.backend = TorchBackend(model, device, fp16=fp16, top_k=top_k, readout=readout)
-        elif backend == "onnxruntime":
-            from s3rt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
-            if export_dir is None:
-                raise ValueError("the onnxruntime backend needs export_dir=<a folder written by s3rt export>")
-            self.backend = OnnxRuntimeBackend(export_dir, device=device)
         else:
-            raise ValueError(f"unknown backend {backend!r}: pass 'torch', 'onnxruntime' (with export_dir=...) "
-                             "or a Backend instance (see s3rt.runtime.backends)")
-        cfg = getattr(model, "cfg", None) or getattr(self.backend, "model_config", None)
-        if cfg is None:
-            raise ValueError("cannot tell the model configuration: pass the model or a backend with model_config")
-        if mem_every < 1 or max_mem_frames < 2 or top_k < 1:
-            raise ValueError("need mem_every >= 1, max_mem_frames >= 2 and top_k >= 1")
+            if device != "cpu":
+                _check_device(device)
+            options = dict(backend_options)
+            if backend == "torch" and top_k is not None:
+                options["top_k"] = top_k
+            self.backend = create_backend(backend, model=model, graphs=graphs, device=device, **options)
+        cfg = getattr(model, "cfg", None) or self.backend.model_config
+        if top_k is None and self.backend.spec is None:
+            top_k = getattr(self.backend, "top_k", None)
+        opts = self._resolve_options(self.backend.spec, max_mem_frames=max_mem_frames, top_k=top_k,
+                                     flip_aug=flip_aug, use_long_term=use_long_term, long_term=long_term)
+        if opts["max_mem_frames"] < 2 or opts["top_k"] < 1:
+            raise ValueError("need max_mem_frames >= 2 and top_k >= 1")
+        backend_top_k = getattr(self.backend, "top_k", opts["top_k"])
+        if backend_top_k != opts["top_k"]:
+            raise ValueError(f"top_k={opts['top_k']} but the {self.backend.name} backend was made with top_k="
+                             f"{backend_top_k}: make the backend with the same top_k")
         self.cfg = cfg
         self.device = self.backend.device
         self.size = size
         self.mem_every = mem_every
         self.stagger = stagger_steps(mem_every, stagger_updates)
-        self.top_k = top_k
-        self.flip_aug = flip_aug
-        self.long_term = None
-        if use_long_term:
-            self.long_term = long_term if isinstance(long_term, LongTermConfig) else LongTermConfig(**(long_term or {}))
-        # Cutie counts the permanent first frame outside max_mem_frames.
-        self.working_frames = (self.long_term.max_mem_frames if self.long_term else max_mem_frames) - 1
+        self.top_k = opts["top_k"]
+        self.flip_aug = opts["flip_aug"]
+        self.long_term = opts["long_term"] if opts["use_long_term"] else None
+        # Cutie counts the permanent first frame inside max_mem_frames.
+        self.max_mem_frames = self.long_term.max_mem_frames if self.long_term else opts["max_mem_frames"]
+        self.working_frames = self.max_mem_frames - 1
         self.chunk_size = chunk_size
+        self.resize_antialias = resize_antialias
         self.profile = profile
         self.reset()
+
+    @staticmethod
+    def _resolve_options(spec: GraphSetSpec | None, **given) -> dict:
+        """Options left unset take the graph set's value (or Cutie's default); options set to
+        something the graph set cannot honour are refused, naming both values and the fix."""
+        long_term = given.pop("long_term")
+        if spec is None:
+            out = {k: DEFAULTS[k] if v is None else v for k, v in given.items()}
+            lt = long_term if isinstance(long_term, LongTermConfig) else LongTermConfig(**(long_term or {}))
+            return {**out, "long_term": lt}
+        fixed = {"max_mem_frames": spec.max_mem_frames, "top_k": spec.top_k, "flip_aug": spec.flip_aug,
+                 "use_long_term": spec.long_term_tokens > 0}
+        names = {"max_mem_frames": "--max-mem-frames", "top_k": "--top-k", "flip_aug": "--flip-aug",
+                 "use_long_term": "--long-term"}
+        for key, value in given.items():
+            if value is not None and value != fixed[key]:
+                change = {"use_long_term": {"long_term_tokens": 10000 if value else 0}}.get(key, {key: value})
+                raise ValueError(
+                    f"{names[key]}: the graph set is made for {key}={fixed[key]}, the tracker was asked for "
+                    f"{key}={value}; leave the option unset to use the graph set's value, or make a matching "
+                    f"graph set: {spec.export_command(**change)}")
+        lt = None
+        if fixed["use_long_term"]:
+            lt = long_term if isinstance(long_term, LongTermConfig) else (
+                LongTermConfig(**long_term) if long_term else long_term_for(spec))
+            if lt.max_mem_frames != spec.max_mem_frames or lt.max_num_tokens != spec.long_term_tokens:
+                raise ValueError(
+                    f"long-term memory of {lt.max_mem_frames} frames and {lt.max_num_tokens} tokens, but the graph "
+                    f"set holds {spec.max_mem_frames} frames and {spec.long_term_tokens} long-term tokens: leave "
+                    f"long_term unset, or make a matching graph set: "
+                    + spec.export_command(max_mem_frames=lt.max_mem_frames, long_term_tokens=lt.max_num_tokens))
+        return {**fixed, "long_term": lt}
 
     # ---- public API ------------------------------------------------------------------------
     def reset(self) -> None:
@@ -114,8 +164,9 @@ class Tracker:
         return sum(b.nbytes() for b in self.banks) + sum(t.numel() * t.element_size() for t in tensors)
 
     def delete_objects(self, ids) -> None:
-        """Remove objects from every memory; their ids may be reused later as new objects."""
-        ids = {int(i) for i in ids}
+        """Remove objects (an id, or an iterable of ids) from every memory; their ids may be reused
+        later as new objects."""
+        ids = set(_object_ids(ids, "delete_objects"))
         unknown = ids - set(self.object_ids)
         if unknown:
             raise ValueError(f"cannot delete unknown object ids {sorted(unknown)}; known: {self.object_ids}")
@@ -157,7 +208,7 @@ class Tracker:
         need_segment = mask is None or (bool(known) and set(objects) != known)
         update_sensory = since_mem in self.stagger and not end
 
-        enc = self._run("encoder", {"image": batch_image}, timings, "encode")
+        enc = self._run("encoder", {"image": batch_image}, timings)
         prob = None
         if need_segment:
             prob = self._segment(enc, update_sensory, timings)
@@ -177,25 +228,26 @@ class Tracker:
         return self._result(unpad(prob, pad), (h0, w0), wrote, timings)
 
     # ---- the steps -------------------------------------------------------------------------
-    def _run(self, graph, inputs, timings, stage):
+    def _run(self, graph, inputs, timings):
         if not self.profile:
             return self.backend.run(graph, inputs)
         self.backend.synchronize()
         t0 = time.perf_counter()
         out = self.backend.run(graph, inputs)
         self.backend.synchronize()
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - t0
+        timings[graph] = timings.get(graph, 0.0) + time.perf_counter() - t0
         return out
 
     def _segment(self, enc, update_sensory, timings):
         if not any(bool(b.valid.any()) for b in self.banks):
-            warnings.warn("segmenting without any memory: give a mask first", stacklevel=3)
+            # stacklevel 4: past step() and torch's inference_mode wrapper, to the caller's line
+            warnings.warn("segmenting without any memory: give a mask first", stacklevel=4)
             return None
         b, n, _, h, w = self.sensory.shape
         mem_readout = torch.empty(b, n, self.cfg.embed_dim, h, w, device=self.device)
         for bank in self.banks:
             out = self._run("readout", {"key": enc["key"], "selection": enc["selection"], **bank.memory_inputs()},
-                            timings, "readout")
+                            timings)
             bank.update_usage(out["usage"])
             chunk = self.chunk_size if self.chunk_size > 0 else len(bank.object_ids)
             for start in range(0, len(bank.object_ids), chunk):
@@ -204,10 +256,10 @@ class Tracker:
                 fused = self._run("fusion", {
                     "pix_feat": enc["pix_feat"], "readout": out["readout"][:, start:start + chunk],
                     "sensory": self.sensory[:, pos], "last_mask": self.last_mask[:, pos],
-                    "obj_memory": self.obj_memory[:, pos]}, timings, "fusion")
+                    "obj_memory": self.obj_memory[:, pos]}, timings)
                 mem_readout[:, pos] = fused["memory_readout"].to(mem_readout.dtype)
         dec = self._run("decoder", {"f8": enc["f8"], "f4": enc["f4"], "memory_readout": mem_readout,
-                                    "sensory": self.sensory}, timings, "decode")
+                                    "sensory": self.sensory}, timings)
         prob = dec["prob"].float()
         prob = (prob[0] + prob[1].flip(-1)) / 2 if self.flip_aug else prob[0]
         if update_sensory:
@@ -236,12 +288,11 @@ class Tracker:
 
     def memory_tokens(self) -> int:
         """Capacity of every memory bank: permanent + working frames (+ long-term tokens)."""
-        hp, wp = self.padded_size
         ltm = self.long_term.max_num_tokens if self.long_term else 0
-        return (hp // 16) * (wp // 16) * (1 + self.working_frames) + ltm
+        return memory_tokens(self.padded_size, self.max_mem_frames, ltm)
 
     def _check_stream(self, num_objects: int) -> None:
-        self.backend.check_stream(image_size=self.padded_size, batch=self.batch, num_objects=num_objects,
+        self.backend.check_stream(padded_size=self.padded_size, batch=self.batch, num_objects=num_objects,
                                   memory_tokens=self.memory_tokens())
 
     def _add_objects(self, new_ids):
@@ -250,7 +301,7 @@ class Tracker:
         self._check_stream(len(self.object_ids) + len(new_ids))
         self.object_ids += list(new_ids)
         hp, wp = self.padded_size
-        h, w = hp // 16, wp // 16
+        h, w = hp // STRIDE, wp // STRIDE
         n, B, dev = len(new_ids), self.batch, self.device
         zeros = dict(device=dev, dtype=torch.float32)
         sensory = torch.zeros(B, n, self.cfg.sensory_dim, h, w, **zeros)
@@ -265,7 +316,7 @@ class Tracker:
 
     def _add_memory(self, batch_image, enc, timings):
         out = self._run("mask_encoder", {"image": batch_image, "pix_feat": enc["pix_feat"],
-                                         "sensory": self.sensory, "masks": self.last_mask}, timings, "mask_encode")
+                                         "sensory": self.sensory, "masks": self.last_mask}, timings)
         self.obj_memory += out["summaries"].float()  # running sums of summaries and area
         in_bank = {o for b in self.banks for o in b.object_ids}
         new_bucket = [o for o in self.object_ids if o not in in_bank]
@@ -293,13 +344,16 @@ class Tracker:
         if arr.dim() != 3 or arr.shape[2] != 3:
             raise ValueError(f"frames must be RGB uint8 [H,W,3]; got shape {tuple(arr.shape)} "
                              "(convert grey or RGBA frames to RGB first)")
+        if arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"frames must have at least one pixel; got an empty {tuple(arr.shape[:2])} frame")
         if self.input_size is not None and tuple(arr.shape[:2]) != self.input_size:
             raise ValueError(f"frame size changed from {self.input_size} to {tuple(arr.shape[:2])} within a "
                              "stream; call reset() to start a new video")
         return arr.to(self.device).permute(2, 0, 1).unsqueeze(0).float().div_(255)
 
     def _check_mask(self, mask, objects, size):
-        m = torch.as_tensor(np.asarray(mask)) if not isinstance(mask, torch.Tensor) else mask
+        # (ascontiguousarray: torch cannot wrap negative strides, e.g. a flipped view)
+        m = torch.as_tensor(np.ascontiguousarray(mask)) if not isinstance(mask, torch.Tensor) else mask
         if m.dim() != 2 or tuple(m.shape) != tuple(size):
             raise ValueError(f"mask shape {tuple(m.shape)} does not match the frame size {tuple(size)}; "
                              "masks are [H,W] arrays of object ids at the frame's resolution")
@@ -307,24 +361,29 @@ class Tracker:
             raise ValueError(f"masks hold integer object ids; got dtype {m.dtype}")
         m = m.to(self.device).long()
         present = sorted(int(i) for i in torch.unique(m).tolist() if i != 0)
-        if objects is None:
-            objects = present
-        objects = [int(o) for o in objects]
-        bad = [o for o in present + objects if not 1 <= o <= 255]
+        bad = [o for o in present if not 1 <= o <= 255]
         if bad:
             raise ValueError(f"object ids must be in 1..255; the mask has {sorted(set(bad))}")
+        if objects is None:
+            objects = present
+        objects = _object_ids(objects, "objects")
         if len(set(objects)) != len(objects):
             raise ValueError(f"duplicate object ids in {objects}")
+        absent = [o for o in objects if o not in present]
+        if absent:
+            raise ValueError(f"objects {absent} are not in the mask (it holds {present or 'no object'}): give "
+                             "only ids the mask has, or a mask that has them")
         m = torch.where(torch.isin(m, torch.tensor(objects, device=m.device)), m, torch.zeros_like(m))
         return m, objects
 
     def _resize(self, image, mask):
         h, w = image.shape[-2:]
-        if self.size <= 0 or min(h, w) <= self.size:
+        new = processing_size(h, w, self.size)
+        if new == (h, w):
             return image, mask
-        scale = self.size / min(h, w)
-        new = (int(h * scale), int(w * scale))
-        image = F.interpolate(image, size=new, mode="bilinear", align_corners=False, antialias=True)
+        # Antialiased, as Cutie's evaluation loader shrinks frames (its published numbers); Cutie's
+        # InferenceCore itself uses plain bilinear: resize_antialias=False matches it exactly.
+        image = F.interpolate(image, size=new, mode="bilinear", align_corners=False, antialias=self.resize_antialias)
         if mask is not None:
             mask = F.interpolate(mask[None, None].float(), size=new, mode="nearest-exact")[0, 0].long()
         return image, mask
@@ -339,3 +398,34 @@ class Tracker:
         mask = lut[prob.argmax(0)].cpu().numpy()
         return TrackResult(mask=mask, prob=prob, object_ids=ids, frame_index=self.frame_index,
                            memory_frame=wrote, timings=timings)
+
+
+def _object_ids(ids, what: str) -> list[int]:
+    """An id or an iterable of ids as ints in 1..255 (a string is refused: '12' is not [1, 2])."""
+    if isinstance(ids, (int, np.integer)) and not isinstance(ids, bool):
+        ids = [ids]
+    if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+        raise TypeError(f"{what} takes an object id or a list of ids (ints in 1..255); got {ids!r}")
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"{what}: object ids are ints in 1..255; got {i!r}")
+        if not 1 <= int(i) <= 255:
+            raise ValueError(f"{what}: object ids are in 1..255; got {int(i)}")
+        out.append(int(i))
+    return out
+
+
+def _check_device(device) -> None:
+    """Refuse, with one line, a device this PyTorch cannot use."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device {device!r} is not a device PyTorch knows (use 'cpu' or 'cuda[:N]')") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}, but PyTorch {torch.__version__} sees no CUDA device; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}, but there are only {torch.cuda.device_count()} CUDA devices")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {device!r}: s3rt runs on 'cpu' or 'cuda[:N]'")

@@ -1,14 +1,14 @@
-"""The export manifest: `manifest.json` beside the graphs.
+"""The graph-set manifest: `manifest.json` beside the graphs.
 
 It records, for each graph, its file (and external-data file), their sha256, every input and
 output (name, shape with the symbolic object axis `num_objects`, dtype), its precision and the
-exporter that wrote it; and globally the preset and its full model config, the padded
-resolution, batch, max objects, memory frames and tokens, top-k, the checkpoint's sha256 (or
-"random, seed N"), the s3rt version, the opset and the exporter.
+tool that wrote it; and globally the `GraphSetSpec` the set is made for, the preset's full
+model config, the checkpoint's sha256 (or "random, seed N"), the s3rt version, the opset and
+the exporter.
 
 Every later stage calls `load_manifest(dir, ...)`, which refuses a graph set that does not match
 it (missing or edited files, another preset or checkpoint than the caller expects) with an
-error that says what to do.
+error that says what to do. Reading a manifest needs neither onnx nor the exporter.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from s3rt.model.checkpoint import file_sha256
 from s3rt.model.config import ModelConfig, ViTConfig
-from s3rt.runtime.graphs import GRAPHS
+from s3rt.graphs.contracts import GRAPHS
+from s3rt.graphs.spec import GraphSetSpec, SpecError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "s3rt-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the options live in one 'spec' object
 
 
 class ManifestError(ValueError):
@@ -70,24 +72,11 @@ class GraphEntry:
     op_counts: dict[str, int] = field(default_factory=dict)
     export_check: dict | None = None  # ONNX Runtime vs PyTorch on random inputs at export time
 
-    def input(self, name: str) -> dict:
-        return next(t for t in self.inputs if t["name"] == name)
-
-    def output(self, name: str) -> dict:
-        return next(t for t in self.outputs if t["name"] == name)
-
 
 @dataclass
 class Manifest:
-    preset: str
+    spec: GraphSetSpec
     model_config: dict
-    padded_size: tuple[int, int]
-    max_objects: int
-    memory_frames: int
-    long_term_tokens: int
-    memory_tokens: int
-    batch: int
-    top_k: int
     checkpoint: str  # "sha256:<hex>" or "random, seed N"
     s3rt_version: str
     opset: int
@@ -103,16 +92,28 @@ class Manifest:
 
     # ---- derived -----------------------------------------------------------------------
     @property
-    def flip_aug(self) -> bool:
-        return self.batch == 2
+    def preset(self) -> str:
+        return self.spec.preset
 
     @property
-    def feature_size(self) -> tuple[int, int]:
-        return self.padded_size[0] // 16, self.padded_size[1] // 16
+    def padded_size(self) -> tuple[int, int]:
+        return self.spec.padded_size
+
+    @property
+    def max_objects(self) -> int:
+        return self.spec.max_objects
+
+    @property
+    def memory_tokens(self) -> int:
+        return self.spec.memory_tokens
 
     @property
     def checkpoint_sha256(self) -> str | None:
         return self.checkpoint[len("sha256:"):] if self.checkpoint.startswith("sha256:") else None
+
+    @property
+    def precisions(self) -> dict[str, str]:
+        return {name: g.precision for name, g in self.graphs.items()}
 
     def config(self) -> ModelConfig:
         return config_from_dict(self.model_config)
@@ -122,58 +123,40 @@ class Manifest:
             raise ValueError("this manifest was not read from a folder")
         return self.directory / self.graphs[name].file
 
-    def tracker_options(self) -> dict:
-        """Tracker keyword arguments whose state fits these graphs (memory capacity, batch)."""
-        from s3rt.runtime.memory import LongTermConfig
-
-        opts = {"max_mem_frames": self.memory_frames, "flip_aug": self.flip_aug, "top_k": self.top_k}
-        if self.long_term_tokens:
-            lt = self.long_term_tokens
-            opts["use_long_term"] = True
-            opts["long_term"] = LongTermConfig(
-                max_mem_frames=self.memory_frames, min_mem_frames=max(1, min(5, self.memory_frames - 1)),
-                num_prototypes=min(128, max(1, lt // 4)), max_num_tokens=lt, buffer_tokens=min(2000, lt // 4))
-        return opts
-
     # ---- JSON ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = {
+        return {
             "format": self.format, "format_version": self.format_version,
             "s3rt_version": self.s3rt_version, "torch_version": self.torch_version,
             "source_sha256": self.source_sha256,
             "exporter": self.exporter, "opset": self.opset,
-            "preset": self.preset, "checkpoint": self.checkpoint, "checkpoint_file": self.checkpoint_file,
-            "seed": self.seed,
-            "padded_size": list(self.padded_size), "batch": self.batch, "max_objects": self.max_objects,
-            "memory_frames": self.memory_frames, "long_term_tokens": self.long_term_tokens,
-            "memory_tokens": self.memory_tokens, "top_k": self.top_k,
-            "axes": {"num_objects": [1, self.max_objects]},
+            "spec": self.spec.to_dict(),
+            # derived from the spec, for readers of the file
+            "batch": self.spec.batch, "memory_tokens": self.spec.memory_tokens,
+            "axes": {"num_objects": [1, self.spec.max_objects]},
+            "checkpoint": self.checkpoint, "checkpoint_file": self.checkpoint_file, "seed": self.seed,
             "model_config": self.model_config,
             "graphs": {k: {kk: vv for kk, vv in dataclasses.asdict(v).items() if kk != "name"}
                        for k, v in self.graphs.items()},
         }
-        return d
 
     @classmethod
     def from_dict(cls, d: dict, directory: Path | None = None) -> "Manifest":
         where = f" ({directory / MANIFEST_NAME})" if directory else ""
         if d.get("format") != FORMAT:
-            raise ManifestError(f"not an s3rt export manifest{where}: format is {d.get('format')!r}")
+            raise ManifestError(f"not an s3rt graph-set manifest{where}: format is {d.get('format')!r}")
         if d.get("format_version") != FORMAT_VERSION:
             raise ManifestError(f"manifest format version {d.get('format_version')} is not {FORMAT_VERSION}{where}: "
                                 "re-export the graphs with this s3rt (s3rt export ...)")
         try:
             graphs = {name: GraphEntry(name=name, **g) for name, g in d["graphs"].items()}
             return cls(
-                preset=d["preset"], model_config=d["model_config"], padded_size=tuple(d["padded_size"]),
-                max_objects=int(d["max_objects"]), memory_frames=int(d["memory_frames"]),
-                long_term_tokens=int(d.get("long_term_tokens", 0)), memory_tokens=int(d["memory_tokens"]),
-                batch=int(d["batch"]), top_k=int(d["top_k"]), checkpoint=d["checkpoint"],
+                spec=GraphSetSpec.from_dict(d["spec"]), model_config=d["model_config"], checkpoint=d["checkpoint"],
                 s3rt_version=d["s3rt_version"], opset=int(d["opset"]), exporter=d["exporter"], graphs=graphs,
                 seed=d.get("seed"), checkpoint_file=d.get("checkpoint_file"),
                 torch_version=d.get("torch_version", ""), source_sha256=d.get("source_sha256", ""),
                 directory=directory)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, SpecError) as e:
             raise ManifestError(f"incomplete or malformed manifest{where}: {type(e).__name__}: {e}") from e
 
     def write(self, directory: str | os.PathLike) -> Path:
@@ -187,10 +170,6 @@ class Manifest:
 
 
 # ----------------------------------------------------------------------------- checking
-def file_sha256(path: str | os.PathLike) -> str:
-    from s3rt.model.checkpoint import file_sha256 as _sha
-
-    return _sha(path)
 
 
 def checkpoint_label(checkpoint, seed: int) -> tuple[str, str | None]:

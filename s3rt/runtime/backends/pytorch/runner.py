@@ -1,0 +1,96 @@
+"""The torch backend's runner: the graph modules of `s3rt.graphs.modules` (the ones the exporter
+exports), run eagerly in FP32, or FP16 autocast on CUDA.
+
+The readout is one of three implementations of the same contract (`readout=`):
+- "reference": the reference readout (`VOSNetwork.read_memory`), the default on the CPU;
+- "graph": the exported readout module, in PyTorch;
+- "cuda-kernel": the fused CUDA kernel (`s3rt.runtime.readout_kernel`), the default on CUDA
+  when the library is built ("auto").
+All three agree to rounding (tests/test_export.py, tests/test_readout_kernel_*.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+
+from s3rt.graphs import GRAPHS
+from s3rt.graphs.modules import ReferenceReadout, graph_modules
+from s3rt.model.network import VOSNetwork
+from s3rt.runtime.backends.base import Backend
+
+READOUTS = ("auto", "reference", "graph", "cuda-kernel")
+
+
+class KernelReadout(nn.Module):
+    """The readout contract on the fused CUDA kernel."""
+
+    def __init__(self, top_k: int):
+        super().__init__()
+        self.top_k = int(top_k)
+
+    def forward(self, key, selection, mem_key, mem_shrinkage, mem_values, mem_valid):
+        from s3rt.runtime.readout_kernel import cuda_memory_readout
+
+        b, _, h, w = key.shape
+        n, v, m = mem_values.shape[1:]
+        usage = torch.zeros(b, m, device=key.device, dtype=torch.float32)
+        dt = mem_key.dtype  # autocast may hand us FP16 query keys; the memory is FP32
+        out = cuda_memory_readout(key.flatten(2).to(dt).contiguous(), selection.flatten(2).to(dt).contiguous(),
+                                  mem_key, mem_shrinkage, mem_values, mem_valid, top_k=self.top_k, usage=usage)
+        return out.view(b, n, v, h, w).float(), usage
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model: VOSNetwork, device="cpu", *, fp16: bool = False, top_k: int = 30,
+                 readout: str = "auto"):
+        super().__init__(device, model.cfg)
+        if fp16 and self.device.type != "cuda":
+            raise ValueError("fp16 autocast needs device='cuda'; on CPU the torch backend runs FP32")
+        self.model = model.to(self.device).eval()
+        self.fp16 = fp16
+        self.top_k = top_k
+        self.readout_impl = self._choose_readout(readout)
+        self.modules = graph_modules(self.model, top_k)
+        if self.readout_impl == "reference":
+            self.modules["readout"] = ReferenceReadout(self.model, top_k)
+        elif self.readout_impl == "cuda-kernel":
+            self.modules["readout"] = KernelReadout(top_k)
+
+    def _choose_readout(self, readout: str) -> str:
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}; got {readout!r}")
+        if readout == "cuda-kernel" and self.device.type != "cuda":
+            raise ValueError("the CUDA readout kernel needs device='cuda'")
+        if readout != "auto":
+            if readout == "cuda-kernel":
+                from s3rt.runtime import readout_kernel
+                ok = readout_kernel.is_available()
+                if not ok:
+                    raise RuntimeError(f"CUDA readout kernel unavailable: {ok.reason}")
+            return readout
+        if self.device.type == "cuda":
+            from s3rt.runtime import readout_kernel
+            if readout_kernel.is_available():
+                return "cuda-kernel"
+        return "reference"
+
+    def describe(self) -> str:
+        precision = "fp16 autocast" if self.fp16 else "fp32"
+        return f"torch ({precision}) on {self.device}, readout: {self.readout_impl}"
+
+    def _autocast(self):
+        if self.fp16:
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def _run(self, graph, inputs):
+        contract = GRAPHS[graph]
+        with self._autocast():
+            out = self.modules[graph](*(inputs[n] for n in contract.inputs))
+        return dict(zip(contract.outputs, out if isinstance(out, tuple) else (out,)))
