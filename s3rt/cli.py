@@ -25,6 +25,7 @@ COMMANDS = {
     "run": "track objects through a video from a first-frame mask",
     "eval": "score predicted masks against ground truth (J&F, DAVIS definition)",
     "export": "export a preset as ONNX graphs split at the memory, with a manifest",
+    "build": "build TensorRT engines from a graph set on this GPU, with an engine manifest (or print trtexec lines)",
     "parity": "check exported graphs against the PyTorch reference (per graph and per stream)",
     "demo": "export, track and compare a synthetic clip with no files needed (a quick tour)",
     "train": "train a small S3 / Cutie network on synthetic clips (resumable; ships as the bundled checkpoint)",

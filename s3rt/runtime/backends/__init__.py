@@ -16,7 +16,7 @@ from s3rt.runtime.backends.base import Backend
 class BackendEntry:
     name: str
     module: str
-    needs: str  # "model" (a PyTorch network) or "graphs" (a graph set folder)
+    needs: str  # "model" (a PyTorch network), "graphs" (a graph set folder) or "engines" (an engine set folder)
     about: str
 
 
@@ -25,6 +25,8 @@ BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
                  "the PyTorch reference network, eager (CPU or CUDA; fused CUDA readout kernel when built)"),
     BackendEntry("onnxruntime", "s3rt.runtime.backends.onnxrt", "graphs",
                  "exported graphs in ONNX Runtime (CPU, CUDA or TensorRT execution providers)"),
+    BackendEntry("tensorrt", "s3rt.runtime.backends.tensorrt", "engines",
+                 "TensorRT engines from s3rt build (CUDA; fused CUDA readout kernel between engines when built)"),
 )}
 
 

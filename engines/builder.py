@@ -1,0 +1,96 @@
+"""The TensorRT part of `s3rt build`: one ONNX graph -> one serialized engine. Everything
+around it (options, profiles, the manifest, trtexec lines) is plain Python elsewhere.
+
+Written against the TensorRT Python API directly (not Polygraphy's loaders) so that every
+TensorRT name s3rt calls is in this file and the runtime's, where the API conformance test
+(tests/test_tensorrt_api.py) checks each one against the real 10.x and 11.x bindings, and so
+that the version gates are explicit:
+
+- 10.x: networks are made strongly typed with NetworkDefinitionCreationFlag.STRONGLY_TYPED
+  (the graph's types decide the precision, as in 11.x); no FP16/INT8 builder flags are used in
+  either version.
+- 11.x: every network is strongly typed; the flag is documented as ignored, so it is not set.
+
+Conventions the conformance test relies on: the module is always called `trt`, the version
+gate is `major` compared with an int, and TensorRT objects are bound to plain names.
+"""
+
+from __future__ import annotations
+
+from s3rt.engines.options import BuildError, BuildOptions
+
+
+def tensorrt_major(trt) -> int:
+    return int(str(trt.__version__).split(".")[0])
+
+
+class EngineBuilder:
+    """One builder, logger and timing cache for a whole graph set."""
+
+    def __init__(self, trt, options: BuildOptions, timing_cache: bytes | None = None, verbose: bool = False):
+        self.trt = trt
+        self.options = options
+        major = tensorrt_major(trt)
+        self.major = major
+        self.logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+        try:
+            self.builder = trt.Builder(self.logger)
+        except TypeError as e:  # the factory returned nullptr: no usable GPU / CUDA driver for TensorRT
+            raise BuildError(f"TensorRT {trt.__version__} could not create a builder ({e}): it needs an NVIDIA GPU "
+                             "with a working driver") from e
+        self._cache_bytes = timing_cache if timing_cache is not None else b""
+        self.timing_cache = None
+
+    def build(self, onnx_path: str, profile: dict[str, dict[str, list[int]]]) -> bytes:
+        """The serialized engine of the ONNX graph at `onnx_path`; `profile`: input -> min/opt/max."""
+        trt = self.trt
+        builder = self.builder
+        major = self.major
+        flags = 0
+        if major < 11:
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise BuildError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errors or 'no detail'}")
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        unknown = sorted(set(profile) - set(names))
+        if unknown:
+            raise BuildError(f"{onnx_path} has no input(s) {', '.join(unknown)} (its inputs: {', '.join(names)}): "
+                             "the graph does not match its manifest; re-export it")
+
+        config = builder.create_builder_config()
+        if self.options.workspace_mib is not None:
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(self.options.workspace_mib) << 20)
+        if self.options.optimization_level is not None:
+            config.builder_optimization_level = int(self.options.optimization_level)
+        if self.options.hardware_compat == "ampere+":
+            config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        elif self.options.hardware_compat == "same-cc":
+            config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+        if self.options.version_compat:
+            config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if self.timing_cache is None:
+            timing_cache = config.create_timing_cache(self._cache_bytes)
+            self.timing_cache = timing_cache
+        if not config.set_timing_cache(self.timing_cache, False):
+            raise BuildError("TensorRT refused the timing cache (made by another TensorRT version or GPU?): "
+                             "delete the --timing-cache file or pass another one")
+        if profile:
+            opt_profile = builder.create_optimization_profile()
+            for name, shapes in profile.items():
+                opt_profile.set_shape(name, tuple(shapes["min"]), tuple(shapes["opt"]), tuple(shapes["max"]))
+            config.add_optimization_profile(opt_profile)
+
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise BuildError(f"TensorRT {trt.__version__} failed to build an engine from {onnx_path} (its log above "
+                             "says why)")
+        return bytes(serialized)
+
+    def serialized_timing_cache(self) -> bytes | None:
+        if self.timing_cache is None:
+            return None
+        timing_cache = self.timing_cache
+        return bytes(timing_cache.serialize())

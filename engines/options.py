@@ -1,0 +1,107 @@
+"""Build options and the optimization profile, in plain Python (no TensorRT needed).
+
+`BuildOptions` is what `s3rt build` takes; `check_options` refuses what no engine can be built
+with (one line, what to change) against the graph set it is for; `plan_profiles` turns the
+graph set's contracts (`s3rt.graphs.graph_io`, the symbolic `num_objects` axis) into the
+min / opt / max shape of every input, which both the TensorRT builder and the trtexec command
+lines use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from s3rt.engine_manifest import HARDWARE_COMPAT
+from s3rt.graphs import GRAPHS, OBJECT_AXIS, Manifest, eval_dim, graph_io
+
+PRECISIONS = ("fp32", "fp16", "int8", "mixed")  # what a graph set's manifest may say per graph
+
+
+class BuildError(ValueError):
+    """Options or inputs no engine can be built from; one line, with what to change."""
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """min/opt/max_objects: the optimization profile over the object axis (None: 1, min(2, max),
+    the graph set's max_objects); workspace_mib: the builder's workspace pool limit (None:
+    TensorRT's default, the GPU's memory); timing_cache: a file read before and written after
+    the build (None: none kept); hardware_compat: 'none', 'ampere+' or 'same-cc';
+    version_compat: engines that later TensorRT versions can run (embeds the lean runtime);
+    optimization_level: TensorRT's builder optimization level 0..5 (None: its default, 3);
+    graphs: build only these graphs (None: all five)."""
+
+    min_objects: int | None = None
+    opt_objects: int | None = None
+    max_objects: int | None = None
+    workspace_mib: int | None = None
+    timing_cache: str | None = None
+    hardware_compat: str = "none"
+    version_compat: bool = False
+    optimization_level: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def object_range(options: BuildOptions, spec_max: int) -> tuple[int, int, int]:
+    """(min, opt, max) objects for a graph set that takes 1..spec_max; BuildError when impossible."""
+    hi = spec_max if options.max_objects is None else int(options.max_objects)
+    lo = 1 if options.min_objects is None else int(options.min_objects)
+    opt = min(2, hi) if options.opt_objects is None else int(options.opt_objects)
+    if options.opt_objects is None:
+        opt = max(lo, opt)
+    if hi > spec_max:
+        raise BuildError(f"--max-objects {hi} but the graph set takes at most {spec_max} objects: export one with "
+                         f"--max-objects {hi} (s3rt export ... --max-objects {hi}) or build with --max-objects "
+                         f"{spec_max} or less")
+    if not 1 <= lo <= opt <= hi:
+        raise BuildError(f"the object profile must satisfy 1 <= --min-objects <= --opt-objects <= --max-objects; got "
+                         f"{lo}, {opt}, {hi}")
+    return lo, opt, hi
+
+
+def check_options(options: BuildOptions, spec_max: int) -> tuple[int, int, int]:
+    """Validate everything that does not need TensorRT; returns the object range."""
+    if options.hardware_compat not in HARDWARE_COMPAT:
+        raise BuildError(f"--hardware-compat must be one of {', '.join(HARDWARE_COMPAT)}; got "
+                         f"{options.hardware_compat!r}")
+    if options.workspace_mib is not None and not 1 <= options.workspace_mib <= 1 << 20:
+        raise BuildError(f"--workspace is in MiB, 1..1048576; got {options.workspace_mib}")
+    if options.optimization_level is not None and not 0 <= options.optimization_level <= 5:
+        raise BuildError(f"--opt-level must be in 0..5 (TensorRT's builder optimization level); got "
+                         f"{options.optimization_level}")
+    return object_range(options, spec_max)
+
+
+def check_precisions(graphs: Manifest) -> dict[str, str]:
+    """Each graph's precision as its manifest says (strongly typed: the graph holds its types)."""
+    out = {}
+    for name, g in graphs.graphs.items():
+        p = str(g.precision).lower()
+        if p not in PRECISIONS:
+            raise BuildError(f"{name}: precision {g.precision!r} in {graphs.directory} is not one of "
+                             f"{', '.join(PRECISIONS)}; re-export or re-calibrate the graph set")
+        out[name] = p
+    return out
+
+
+def plan_profiles(graphs: Manifest, objects: tuple[int, int, int]) -> dict[str, dict[str, dict[str, list[int]]]]:
+    """graph -> input -> {"min", "opt", "max"} shapes, from the inputs the graph-set manifest
+    lists (shapes with the symbolic object axis). Inputs without the object axis have one fixed
+    shape (min = opt = max); graphs with no object axis get an empty profile (static engines)."""
+    out = {}
+    for name in GRAPHS:
+        inputs = graphs.graphs[name].inputs
+        dynamic = any(OBJECT_AXIS in str(d) for t in inputs for d in t["shape"])
+        out[name] = {} if not dynamic else {
+            t["name"]: {k: [eval_dim(d, n) for d in t["shape"]] for k, n in zip(("min", "opt", "max"), objects)}
+            for t in inputs}
+    return out
+
+
+def expected_inputs(graphs: Manifest) -> dict[str, list[dict]]:
+    """The contract's inputs with shapes for this graph set (to check the manifest against)."""
+    spec = graphs.spec
+    io = graph_io(graphs.config(), spec.padded_size, spec.batch, spec.memory_tokens)
+    return {name: [t.to_dict() for t in io[name][0]] for name in GRAPHS}
