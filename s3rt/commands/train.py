@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from s3rt.cli import UserError
+from s3rt.commands import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--time-limit", type=float, metavar="MIN",
                    help="stop after this many minutes of this session, saving the state (resume later)")
     g.add_argument("--save-every", type=float, default=5.0, metavar="MIN", help="save the state this often (default 5)")
+    g.add_argument("--snapshot-every", type=int, default=0, metavar="STEPS",
+                   help="also keep the weights (FP16, as --out) every STEPS steps in <workdir>/snapshots/ "
+                        "(to compare runs at equal steps; default 0: none)")
     g.add_argument("--val-every", type=int, default=250, metavar="STEPS",
                    help="validation loss / IoU on the validation clips this often (default 250; 0: never)")
     g.add_argument("--threads", type=int, default=None,
@@ -173,7 +176,7 @@ def main(args) -> int:
             from tqdm import tqdm
             bar = tqdm(total=cfg.steps, initial=trainer.step, desc=f"train {cfg.preset}", unit="step",
                        dynamic_ncols=True)
-        ema = None
+        ema = trainer.history[-1].get("loss_ema") if trainer.history else None
         while trainer.step < cfg.steps:
             t0 = time.monotonic()
             row = trainer.train_step()
@@ -200,6 +203,8 @@ def main(args) -> int:
             elif trainer.step % 50 == 0:
                 print(f"step {trainer.step}/{cfg.steps}: loss {ema:.3f} (last {row['total']:.3f}), lr {row['lr']:.1e}, "
                       f"{dt:.2f} s/step", flush=True)
+            if args.snapshot_every and trainer.step % args.snapshot_every == 0:
+                trainer.export_weights(workdir / "snapshots" / f"step-{trainer.step:06d}.pth", fp16=not args.fp32)
             now = time.monotonic()
             if args.time_limit is not None and now - session_start >= args.time_limit * 60:
                 stopped = save("time limit")
