@@ -88,3 +88,40 @@ def test_davis_blackswan_tracks_with_the_full_preset(tmp_path):
                  "--mask", str(seq / "Annotations" / "00000.png"), "--out", str(out)]) == 0
     masks = sorted(out.glob("*.png"))
     assert len(masks) == 50 and read_mask(masks[-1]).shape == (480, 854)
+
+
+def test_backend_plumbing_is_refused_or_taken_from_the_graph_set(clip, tmp_path, capsys, tmp_path_factory):
+    """--export belongs to a backend that runs a graph set; such a backend takes its fixed options
+    from the manifest and refuses others; damaged graphs and missing providers are one line."""
+    import hashlib
+    import json
+    import shutil
+
+    from conftest import shared_export
+
+    exported = shared_export(tmp_path_factory, "cutie-test")
+    inputs = ["--input", clip / "JPEGImages", "--mask", clip / "Annotations" / "00000.png"]
+    refuses(capsys, *inputs, "--export", exported.directory, "--out", tmp_path / "a",
+            match="does not run: drop --export")
+    ort = ["run", "--backend", "onnxruntime", "--export", str(exported.directory), "--size", "-1",
+           *map(str, inputs)]
+    assert main(ort + ["--top-k", "10", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "top_k=30" in err and "top_k=10" in err and "s3rt export" in err and len(err.strip().splitlines()) == 1
+    assert main(ort + ["--strict-providers", "--providers", "CUDAExecutionProvider",
+                       "--out", str(tmp_path / "c")]) == 2
+    assert "CUDAExecutionProvider" in capsys.readouterr().err
+    assert main(ort + ["--out", str(tmp_path / "d")]) == 0  # options from the manifest
+    # a truncated graph whose manifest hash was updated to match: ONNX Runtime cannot parse it
+    broken = tmp_path / "broken"
+    shutil.copytree(exported.directory, broken)
+    data = (broken / "fusion.onnx").read_bytes()
+    (broken / "fusion.onnx").write_bytes(data[: len(data) // 3])
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["graphs"]["fusion"]["sha256"] = hashlib.sha256(data[: len(data) // 3]).hexdigest()
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    ort[4] = str(broken)
+    assert main(ort + ["--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open" in err and "fusion.onnx" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "e").exists()

@@ -245,6 +245,46 @@ def test_bad_inputs_are_refused_clearly(model):
         tracker.step(frames(1, 32, 32)[0])
 
 
+def test_object_ids_and_images_that_would_go_wrong_silently(model):
+    tracker = Tracker(model, size=-1)
+    img = frames(1)[0]
+    # an id asked for but absent from the mask would become an empty object
+    with pytest.raises(ValueError, match=r"objects \[5\] are not in the mask"):
+        tracker.step(img, first_mask(), objects=[5])
+    with pytest.raises(ValueError, match="at least one pixel"):
+        tracker.step(np.zeros((0, 0, 3), np.uint8))
+    # a flipped view (negative strides) is a valid mask
+    r = tracker.step(img, first_mask()[::-1, ::-1])
+    assert r.object_ids == [1, 2]
+    with pytest.raises(TypeError, match="'12'"):
+        tracker.delete_objects("12")  # not ids 1 and 2
+    with pytest.raises(TypeError):
+        tracker.delete_objects([1.5])
+    tracker.delete_objects(1)  # one id is fine
+    assert tracker.object_ids == [2]
+
+
+@pytest.mark.parametrize("device, message", [("banana", "not a device"), ("cuda:7", "CUDA"), ("mps", "'cpu' or 'cuda")])
+def test_devices_this_torch_cannot_use_are_one_clear_error(model, device, message):
+    if device.startswith("cuda") and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has 8 CUDA devices")
+    with pytest.raises(ValueError, match=message):
+        Tracker(model, device=device)
+
+
+def test_processing_size_and_resize_follow_cutie(model):
+    from s3rt.graphs import processing_size
+
+    # Cutie's InferenceCore: int(w / min(h, w) * size); the other rounding gives 504 here
+    assert processing_size(365, 511, 360) == (360, 503)
+    assert processing_size(480, 854, 480) == (480, 854) and processing_size(100, 50, -1) == (100, 50)
+    imgs = frames(2, 60, 90)
+    a, b = Tracker(model, size=32), Tracker(model, size=32, resize_antialias=False)
+    a.step(imgs[0], first_mask(60, 90)), b.step(imgs[0], first_mask(60, 90))
+    ra, rb = a.step(imgs[1]), b.step(imgs[1])
+    assert ra.prob.shape == rb.prob.shape and float((ra.prob - rb.prob).abs().max()) > 1e-4  # the option is used
+
+
 def test_memory_is_flat_over_2000_frames(model):
     """Peak state after warm-up does not grow: fixed buffers, written in place."""
     import resource

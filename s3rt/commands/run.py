@@ -80,35 +80,46 @@ def _device(text: str) -> str:
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     """Model, backend and Cutie's inference options; shared by run, parity and the benchmarks."""
+    from s3rt.runtime.backends import BACKENDS
+
     g = parser.add_argument_group("model and backend")
     g.add_argument("--preset", default=None, help="model preset (s3rt info lists them); not needed with --export")
     g.add_argument("--checkpoint", metavar="PTH", help="official S3 / Cutie weights (default: random, seeded)")
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights when no checkpoint is given")
-    g.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch")
-    g.add_argument("--export", metavar="DIR", help="exported graphs (s3rt export) for --backend onnxruntime")
+    g.add_argument("--backend", choices=tuple(BACKENDS), default="torch",
+                   help="; ".join(f"{e.name}: {e.about}" for e in BACKENDS.values()) + " (default torch)")
+    g.add_argument("--export", metavar="DIR", help="a graph set (s3rt export) for the backends that run one")
     g.add_argument("--device", default="cpu", type=_device, help="cpu, cuda or cuda:N (default cpu)")
     g.add_argument("--fp16", action="store_true", help="FP16 autocast (torch backend on CUDA)")
     g.add_argument("--providers", default="CPUExecutionProvider",
                    help="comma-separated ONNX Runtime execution providers, in order of preference")
     g.add_argument("--strict-providers", action="store_true",
                    help="fail instead of warning when ONNX Runtime falls back to another provider")
-    t = parser.add_argument_group("inference (Cutie's names and defaults)")
+    t = parser.add_argument_group(
+        "inference (Cutie's names and defaults; a graph set (--export) fixes --max-mem-frames, --top-k, --flip-aug "
+        "and --long-term: left out, they follow it; given, they must match it)")
     t.add_argument("--size", type=_size, default=480,
                    help="process frames with this shorter side (pixels, >= 1; frames are never enlarged), "
                         "or -1 for the native size (default 480; 0 is refused)")
     t.add_argument("--mem-every", type=_int_at_least(1), default=5, help="write memory every N frames (>= 1)")
-    t.add_argument("--max-mem-frames", type=_int_at_least(2), default=5,
-                   help="memory frames, the permanent first one included (>= 2)")
+    t.add_argument("--max-mem-frames", type=_int_at_least(2), default=None,
+                   help="memory frames, the permanent first one included (>= 2; default 5)")
     t.add_argument("--stagger-updates", type=_int_at_least(1), default=5,
                    help="sensory updates between memory frames (>= 1; 0 is refused: it would never update)")
-    t.add_argument("--top-k", type=_int_at_least(1), default=30)
-    t.add_argument("--flip-aug", action="store_true")
-    t.add_argument("--long-term", action="store_true", help="long-term memory (Cutie's long_term settings)")
+    t.add_argument("--top-k", type=_int_at_least(1), default=None, help="top-k of the memory readout (default 30)")
+    t.add_argument("--flip-aug", action="store_true", default=None, help="also run the mirrored frame (default off)")
+    t.add_argument("--long-term", action="store_true", default=None,
+                   help="long-term memory (Cutie's long_term settings; default off)")
+    t.add_argument("--resize-plain", dest="resize_antialias", action="store_false",
+                   help="shrink frames with plain bilinear, as Cutie's InferenceCore does (default: antialiased, as "
+                        "Cutie's evaluation loader)")
     t.add_argument("--chunk-size", type=_chunk, default=-1, help="objects per fusion pass (>= 1); -1 = all at once")
 
 
 def check_tracker_arguments(args) -> None:
     """What argparse cannot check alone; every problem is a UserError, before any work."""
+    from s3rt.runtime.backends import BACKENDS
+
     if args.backend == "torch" and args.device.startswith("cuda"):
         import torch
         if not torch.cuda.is_available():
@@ -117,25 +128,37 @@ def check_tracker_arguments(args) -> None:
         index = int(args.device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise UserError(f"--device {args.device}, but there are {torch.cuda.device_count()} CUDA device(s)")
-    if args.backend == "onnxruntime" and not args.export:
-        raise UserError("--backend onnxruntime needs --export DIR (made by `s3rt export`)")
+    if BACKENDS[args.backend].needs == "graphs":
+        if not args.export:
+            raise UserError(f"--backend {args.backend} needs --export DIR (made by `s3rt export`)")
+        if args.checkpoint or args.fp16:
+            raise UserError(f"--backend {args.backend} runs the weights inside --export {args.export}; drop "
+                            f"{'--checkpoint' if args.checkpoint else '--fp16'}")
+    elif args.export:
+        raise UserError(f"--export is a graph set, which the {args.backend} backend does not run: drop --export "
+                        "or choose a backend that runs one (--backend onnxruntime)")
 
 
 def make_tracker(args, profile: bool = False):
-    """Build the tracker the arguments describe; every bad combination is a UserError.
-    (Kept small on purpose: the backend registry will replace its body.)"""
+    """Build the tracker the arguments describe (through the backend registry); every bad
+    combination is a UserError."""
     from s3rt.model import CheckpointMismatchError, build_model
+    from s3rt.runtime.backends import BACKENDS
     from s3rt.runtime.tracker import Tracker
 
     options = dict(size=args.size, mem_every=args.mem_every, max_mem_frames=args.max_mem_frames,
                    stagger_updates=args.stagger_updates, top_k=args.top_k, flip_aug=args.flip_aug,
-                   use_long_term=args.long_term, chunk_size=args.chunk_size, profile=profile)
+                   use_long_term=args.long_term, chunk_size=args.chunk_size,
+                   resize_antialias=getattr(args, "resize_antialias", True), profile=profile)
     try:
-        if args.backend == "onnxruntime":
+        if BACKENDS[args.backend].needs == "graphs":
             import torch
-            torch.set_num_threads(1)  # ONNX Runtime owns the cores
-            tracker = Tracker(backend="onnxruntime", graphs=args.export, device=args.device,
-                              providers=args.providers.split(","), strict_providers=args.strict_providers, **options)
+            torch.set_num_threads(1)  # the graph runtime owns the cores; idle torch threads would compete
+            backend_options = {}
+            if args.backend == "onnxruntime":
+                backend_options = {"providers": args.providers.split(","), "strict_providers": args.strict_providers}
+            tracker = Tracker(backend=args.backend, graphs=args.export, device=args.device, **backend_options,
+                              **options)
             name = tracker.backend.model_config.name
             if args.preset and args.preset != name:
                 raise UserError(f"--preset {args.preset} but {args.export} was exported from {name}")
@@ -143,8 +166,8 @@ def make_tracker(args, profile: bool = False):
         if not args.preset:
             raise UserError("--preset is required (s3rt info lists the presets)")
         model = build_model(args.preset, args.checkpoint, seed=args.seed)
-        return Tracker(model, device=args.device, fp16=args.fp16, **options)
-    except (CheckpointMismatchError, FileNotFoundError, ValueError) as e:
+        return Tracker(model, backend=args.backend, device=args.device, fp16=args.fp16, **options)
+    except (CheckpointMismatchError, FileNotFoundError, ValueError, RuntimeError) as e:
         raise UserError(str(e)) from e
 
 

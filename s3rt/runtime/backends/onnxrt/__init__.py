@@ -1,9 +1,9 @@
 """The ONNX Runtime backend: `loader` opens a graph set, `runner` runs it."""
 
-from s3rt.runtime.backends.onnxrt.loader import OrtSessions, ProviderFallbackError, load_sessions
+from s3rt.runtime.backends.onnxrt.loader import GraphLoadError, OrtSessions, ProviderFallbackError, load_sessions
 from s3rt.runtime.backends.onnxrt.runner import OnnxRuntimeBackend
 
-__all__ = ["OnnxRuntimeBackend", "OrtSessions", "ProviderFallbackError", "load_sessions", "create"]
+__all__ = ["OnnxRuntimeBackend", "OrtSessions", "GraphLoadError", "ProviderFallbackError", "load_sessions", "create"]
 
 
 def create(*, model=None, graphs=None, device="cpu", providers=("CPUExecutionProvider",), **options):

@@ -25,6 +25,10 @@ class ProviderFallbackError(RuntimeError):
     """A requested ONNX Runtime execution provider is not active (strict_providers=True)."""
 
 
+class GraphLoadError(ValueError):
+    """ONNX Runtime cannot open a graph of the set (a damaged or foreign file)."""
+
+
 @dataclass
 class OrtSessions:
     """A graph set opened in ONNX Runtime: what the runner needs."""
@@ -93,8 +97,16 @@ def load_sessions(graph_dir: str | os.PathLike, providers=("CPUExecutionProvider
                   [_provider_name(p) for p in kept], strict_providers)
         requested = kept
     so = options if options is not None else session_options(threads, spinning)
-    sessions = {name: ort.InferenceSession(str(manifest.graph_path(name)), so, providers=requested)
-                for name in GRAPHS}
+    sessions = {}
+    for name in GRAPHS:
+        path = manifest.graph_path(name)
+        try:
+            sessions[name] = ort.InferenceSession(str(path), so, providers=requested)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own types (InvalidProtobuf, Fail, ...)
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise GraphLoadError(f"ONNX Runtime cannot open {path} ({type(e).__name__}: {first[:200]}); the file is "
+                                 f"damaged or not this graph set's: re-export it (s3rt export ... --out "
+                                 f"{manifest.directory})") from e
     active = sessions["encoder"].get_providers()
     inactive = [p for p in requested_names if p not in active and p not in missing]
     if inactive:
