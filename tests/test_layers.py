@@ -19,19 +19,27 @@ import s3rt
 PACKAGE = Path(s3rt.__file__).resolve().parent
 ROOT = PACKAGE.parent
 # where each installed subpackage's sources live (package-dir in pyproject.toml)
-SOURCES = {"s3rt.export": ROOT / "export", "s3rt.calibration": ROOT / "calibration", "s3rt.training": ROOT / "training"}
+SOURCES = {"s3rt.export": ROOT / "export", "s3rt.calibration": ROOT / "calibration", "s3rt.training": ROOT / "training",
+           "s3rt.engines": ROOT / "engines"}
 
 # package -> packages it must never import (directly or lazily inside a function)
 ABOVE = ("s3rt.cli", "s3rt.commands", "s3rt.training")  # training: only its command imports it
 FORBIDDEN = {
-    "s3rt.io": ABOVE + ("s3rt.model", "s3rt.graphs", "s3rt.runtime", "s3rt.export", "s3rt.calibration", "s3rt.parity"),
+    "s3rt.io": ABOVE + ("s3rt.model", "s3rt.graphs", "s3rt.runtime", "s3rt.export", "s3rt.calibration", "s3rt.parity",
+                        "s3rt.engines", "s3rt.engine_manifest"),
     "s3rt.metrics": ABOVE + ("s3rt.model", "s3rt.graphs", "s3rt.runtime", "s3rt.export", "s3rt.calibration",
-                             "s3rt.parity"),
-    "s3rt.model": ABOVE + ("s3rt.graphs", "s3rt.runtime", "s3rt.export", "s3rt.calibration", "s3rt.parity"),
-    "s3rt.graphs": ABOVE + ("s3rt.runtime", "s3rt.export", "s3rt.calibration", "s3rt.parity"),
-    "s3rt.runtime": ABOVE + ("s3rt.export", "s3rt.calibration", "s3rt.parity"),
-    "s3rt.export": ABOVE + ("s3rt.runtime", "s3rt.calibration", "s3rt.parity"),
-    "s3rt.parity": ABOVE + ("s3rt.export", "s3rt.calibration"),
+                             "s3rt.parity", "s3rt.engines", "s3rt.engine_manifest"),
+    "s3rt.model": ABOVE + ("s3rt.graphs", "s3rt.runtime", "s3rt.export", "s3rt.calibration", "s3rt.parity",
+                           "s3rt.engines", "s3rt.engine_manifest"),
+    "s3rt.graphs": ABOVE + ("s3rt.runtime", "s3rt.export", "s3rt.calibration", "s3rt.parity", "s3rt.engines",
+                            "s3rt.engine_manifest"),
+    # the engine manifest sits beside the graph contracts: the builder writes it, the runtime reads it
+    "s3rt.engine_manifest": ABOVE + ("s3rt.runtime", "s3rt.export", "s3rt.calibration", "s3rt.parity",
+                                     "s3rt.engines"),
+    "s3rt.runtime": ABOVE + ("s3rt.export", "s3rt.calibration", "s3rt.parity", "s3rt.engines"),
+    "s3rt.export": ABOVE + ("s3rt.runtime", "s3rt.calibration", "s3rt.parity", "s3rt.engines"),
+    "s3rt.engines": ABOVE + ("s3rt.runtime", "s3rt.export", "s3rt.calibration", "s3rt.parity"),
+    "s3rt.parity": ABOVE + ("s3rt.export", "s3rt.calibration", "s3rt.engines"),
     "s3rt.commands": ("s3rt.cli",),
 }
 
@@ -79,9 +87,11 @@ def test_no_private_name_is_imported_across_packages():
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("module", ["s3rt.runtime", "s3rt.runtime.tracker", "s3rt.runtime.backends.onnxrt", "s3rt"])
+@pytest.mark.parametrize("module", ["s3rt.runtime", "s3rt.runtime.tracker", "s3rt.runtime.backends.onnxrt",
+                                    "s3rt.runtime.backends.tensorrt", "s3rt"])
 def test_the_runtime_does_not_import_onnx(module):
-    code = f"import sys, {module}; bad = [m for m in ('onnx', 's3rt.export') if m in sys.modules]; print(bad)"
+    code = (f"import sys, {module}; bad = [m for m in ('onnx', 's3rt.export', 's3rt.engines') if m in sys.modules]; "
+            "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
