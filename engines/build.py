@@ -62,6 +62,16 @@ def check_gpu_for(options: BuildOptions, gpu: tuple[str, tuple[int, int]]) -> No
                          f"capability {gpu[1][0]}.{gpu[1][1]}")
 
 
+def _on_device(device: int, real: bool):
+    import contextlib
+
+    if not real:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.device(device)
+
+
 def _install(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}-{int(time.time())}")
@@ -84,9 +94,13 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 
 def build_engines(graph_dir, out_dir, options: BuildOptions = BuildOptions(), *, overwrite: bool = False,
-                  progress: bool = True, verbose: bool = False, device: int = 0, trt=None) -> EngineManifest:
+                  progress: bool = True, verbose: bool = False, device: int = 0, trt=None, gpu=None,
+                  make_builder=None) -> EngineManifest:
     """Build the engines of the graph set in `graph_dir` into `out_dir`; returns their manifest.
-    `trt`: the tensorrt module (default: import it; TensorRTUnavailable says what to install)."""
+    `trt`: the tensorrt module (default: import it; TensorRTUnavailable says what to install).
+    For tests of everything around TensorRT: `gpu` (name, compute capability) instead of asking
+    PyTorch, and `make_builder(options, timing_cache_bytes)` instead of `EngineBuilder` (an object
+    with .version, .major, .build(onnx_path, profile) -> bytes and .serialized_timing_cache())."""
     from s3rt import __version__
     from s3rt.engines.builder import EngineBuilder
     from s3rt.io.atomic import make_temp_dir
@@ -94,20 +108,22 @@ def build_engines(graph_dir, out_dir, options: BuildOptions = BuildOptions(), *,
     out = Path(out_dir)
     graphs, objects, profiles = prepare(graph_dir, options)
     check_out(out, overwrite)
-    trt = trt or import_tensorrt()
-    gpu = gpu_info(device)
+    if make_builder is None:
+        trt = trt or import_tensorrt()
+
+        def make_builder(opts, cache):
+            return EngineBuilder(trt, opts, timing_cache=cache, verbose=verbose)
+    gpu = gpu or gpu_info(device)
     check_gpu_for(options, gpu)
     cache_path = Path(options.timing_cache) if options.timing_cache else None
     cache_in = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else None
-
-    import torch
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(out)
     try:
         t_start = time.perf_counter()
-        with torch.cuda.device(device):
-            builder = EngineBuilder(trt, options, timing_cache=cache_in, verbose=verbose)
+        with _on_device(device, real=trt is not None):
+            builder = make_builder(options, cache_in)
             entries = {}
             from tqdm.auto import tqdm
 
@@ -124,7 +140,7 @@ def build_engines(graph_dir, out_dir, options: BuildOptions = BuildOptions(), *,
                                             precision=g.precision, graph_sha256=g.sha256, inputs=g.inputs,
                                             outputs=g.outputs, profile=profiles[name], build_seconds=round(seconds, 3))
         m = EngineManifest(
-            tensorrt_version=str(trt.__version__), gpu_name=gpu[0], compute_capability=tuple(gpu[1]),
+            tensorrt_version=str(builder.version), gpu_name=gpu[0], compute_capability=tuple(gpu[1]),
             hardware_compat=options.hardware_compat, version_compatible=bool(options.version_compat),
             source=source_record(graphs), spec=graphs.spec, model_config=graphs.model_config,
             checkpoint=graphs.checkpoint, objects=objects,

@@ -32,6 +32,7 @@ class EngineBuilder:
         self.options = options
         major = tensorrt_major(trt)
         self.major = major
+        self.version = str(trt.__version__)
         self.logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
         try:
             self.builder = trt.Builder(self.logger)

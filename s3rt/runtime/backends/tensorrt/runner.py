@@ -116,10 +116,13 @@ class TensorRTBackend(Backend):
             context.set_tensor_address(name, t.data_ptr())
         for name, t in outs.items():
             context.set_tensor_address(name, t.data_ptr())
-        stream = torch.cuda.current_stream(self.device)
-        if not context.execute_async_v3(stream.cuda_stream):
+        if not context.execute_async_v3(self._stream_handle()):
             raise RuntimeError(f"{graph}: TensorRT execute_async_v3 failed (engines in {self.source}; its log says "
                                "why)")
+
+    def _stream_handle(self) -> int:
+        """PyTorch's current stream on our device (the kernel readout uses it too)."""
+        return torch.cuda.current_stream(self.device).cuda_stream
 
     def _prepare(self, graph: str, name: str, t: torch.Tensor) -> torch.Tensor:
         want = self.opened.dtypes[graph][name]
