@@ -302,3 +302,40 @@ def test_memory_is_flat_over_2000_frames(model):
             rss.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     assert len(set(sizes)) == 1
     assert rss[-1] - rss[0] < 20 * 1024  # kB: the peak does not creep up
+
+
+@pytest.mark.parametrize("use_long_term", [False, True])
+def test_reading_only_the_filled_memory_changes_nothing(model, use_long_term):
+    """The torch backend reads the memory up to its last valid slot; the probabilities equal the
+    fixed-capacity readout's over a clip that fills the memory (and consolidates long-term)."""
+    lt = LongTermConfig(max_mem_frames=3, min_mem_frames=2, num_prototypes=8, max_num_tokens=64, buffer_tokens=8)
+    opts = dict(size=-1, mem_every=2, use_long_term=use_long_term, long_term=lt if use_long_term else None)
+    fast = Tracker(backend=TorchBackend(model), **opts)
+    full = Tracker(backend=TorchBackend(model, filled_prefix=False), **opts)
+    assert fast.backend.filled_prefix and "filled memory only" in fast.describe()
+    for i, img in enumerate(frames(14)):
+        a, b = fast.step(img, first_mask() if i == 0 else None), full.step(img, first_mask() if i == 0 else None)
+        assert float((a.prob - b.prob).abs().max()) <= 1e-6, i
+    if use_long_term:
+        assert fast.banks[0].num_long_term_tokens > 0 and not fast.banks[0].valid.all()
+    else:
+        assert fast.banks[0].valid.all()  # the clip filled the memory
+
+
+def test_filled_prefix_readout_pads_usage_and_handles_scattered_slots():
+    from s3rt.runtime.backends.pytorch.runner import FilledPrefix
+
+    net = build_model("cutie-test")
+    ref = TorchBackend(net, filled_prefix=False).modules["readout"]
+    fast = FilledPrefix(ref)
+    g = torch.Generator().manual_seed(0)
+    M = 200
+    x = [torch.randn(1, 64, 3, 4, generator=g), torch.rand(1, 64, 3, 4, generator=g),
+         torch.randn(1, 64, M, generator=g), 1 + torch.rand(1, 1, M, generator=g),
+         torch.randn(1, 2, 64, M, generator=g)]
+    for valid_slots in (list(range(40)), [0, 5, 77], list(range(M))):
+        valid = torch.zeros(1, M, dtype=torch.bool)
+        valid[0, valid_slots] = True
+        (r1, u1), (r2, u2) = ref(*x, valid), fast(*x, valid)
+        assert u2.shape == (1, M) and torch.equal(u1, u2)
+        torch.testing.assert_close(r1, r2, rtol=0, atol=1e-6)

@@ -29,7 +29,8 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        out += identity  # in place, as the official (torchvision) block: no new activation-sized tensor
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -51,7 +52,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        out += identity  # in place, as the official (torchvision) block
+        return self.relu(out)
 
 
 _DEPTHS = {"resnet18": (BasicBlock, (2, 2, 2)), "resnet50": (Bottleneck, (3, 4, 6))}

@@ -7,6 +7,12 @@ The readout is one of three implementations of the same contract (`readout=`):
 - "cuda-kernel": the fused CUDA kernel (`s3rt.runtime.readout_kernel`), the default on CUDA
   when the library is built ("auto").
 All three agree to rounding (tests/test_export.py, tests/test_readout_kernel_*.py).
+
+Unlike exported graphs and engines, eager PyTorch is not bound to fixed shapes: the reference and
+graph readouts run on the memory up to its last valid slot only (`FilledPrefix`). Slots are
+written in order until the memory is full, so early in a clip that is a short prefix; the slots
+cut off are all invalid, which the fixed-capacity readout gives weight exactly 0, so the result
+is the same (tests/test_tracker.py).
 """
 
 from __future__ import annotations
@@ -43,11 +49,33 @@ class KernelReadout(nn.Module):
         return out.view(b, n, v, h, w).float(), usage
 
 
+class FilledPrefix(nn.Module):
+    """A readout module run on the memory up to its last valid slot (all slots when that is all)."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, key, selection, mem_key, mem_shrinkage, mem_values, mem_valid):
+        m = mem_valid.shape[-1]
+        valid_slots = mem_valid.any(0).nonzero()
+        used = int(valid_slots[-1]) + 1 if valid_slots.numel() else m
+        if used >= m:
+            return self.inner(key, selection, mem_key, mem_shrinkage, mem_values, mem_valid)
+        readout, usage = self.inner(key, selection, mem_key[..., :used], mem_shrinkage[..., :used],
+                                    mem_values[..., :used], mem_valid[:, :used])
+        full = usage.new_zeros(usage.shape[0], m)
+        full[:, :used] = usage
+        return readout, full
+
+
 class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model: VOSNetwork, device="cpu", *, fp16: bool = False, top_k: int = 30,
-                 readout: str = "auto"):
+                 readout: str = "auto", filled_prefix: bool = True):
+        """readout: see the module docstring; filled_prefix: read only the memory up to its last
+        valid slot (False: always the whole fixed capacity, as exported graphs do)."""
         super().__init__(device, model.cfg)
         if fp16 and self.device.type != "cuda":
             raise ValueError("fp16 autocast needs device='cuda'; on CPU the torch backend runs FP32")
@@ -59,7 +87,10 @@ class TorchBackend(Backend):
         if self.readout_impl == "reference":
             self.modules["readout"] = ReferenceReadout(self.model, top_k)
         elif self.readout_impl == "cuda-kernel":
-            self.modules["readout"] = KernelReadout(top_k)
+            self.modules["readout"] = KernelReadout(top_k)  # (skips invalid slots itself)
+        self.filled_prefix = filled_prefix and self.readout_impl != "cuda-kernel"
+        if self.filled_prefix:
+            self.modules["readout"] = FilledPrefix(self.modules["readout"])
 
     def _choose_readout(self, readout: str) -> str:
         if readout not in READOUTS:
@@ -81,7 +112,8 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         precision = "fp16 autocast" if self.fp16 else "fp32"
-        return f"torch ({precision}) on {self.device}, readout: {self.readout_impl}"
+        prefix = ", filled memory only" if self.filled_prefix else ""
+        return f"torch ({precision}) on {self.device}, readout: {self.readout_impl}{prefix}"
 
     def _autocast(self):
         if self.fp16:
