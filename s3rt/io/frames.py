@@ -9,7 +9,7 @@ Accepted paths
 - a video file (anything OpenCV's VideoCapture opens: .mp4, .avi, .mov, .mkv, ...);
 - a folder of .jpg / .jpeg / .png images, in natural order (`2.jpg` before `10.jpg`);
 - a single image file (a one-frame source);
-- a sequence folder in the layout `<root>/<seq>/JPEGImages/` (as in `shared/data/davis/`);
+- a sequence folder in the layout `<root>/<seq>/JPEGImages/` (DAVIS's own layout);
 - a dataset root with `sequence=` given: `<root>/JPEGImages/480p/<seq>` (DAVIS),
   `<root>/JPEGImages/<seq>` (YouTube-VOS) or `<root>/<seq>/JPEGImages`.
 

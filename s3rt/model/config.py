@@ -3,7 +3,7 @@
 One `ModelConfig` describes every network s3rt can build: Cutie (ResNet encoder, masked
 cross-attention) and S3 (DepthAnything ViT-B adapter encoder, discriminative queries), and
 every step of the paper's ablation ladder in between. The official presets reproduce the
-official state-dict keys and shapes (`../shared/reference/state_dicts/`); the `*-test`
+official state-dict keys and shapes (those of the released Cutie and S3 checkpoints); the `*-test`
 presets keep the same architecture with narrow layers so tests run in seconds on a CPU.
 """
 

@@ -62,10 +62,6 @@ class VOSNetwork(nn.Module):
         if cfg.embed_dim != cfg.up_dims[0]:
             raise ValueError("embed_dim must equal up_dims[0]")
 
-    @property
-    def stride(self) -> int:
-        return 16
-
     def check_image_size(self, height: int, width: int) -> None:
         m = self.cfg.pad_multiple
         if height % m or width % m:
