@@ -26,6 +26,7 @@ COMMANDS = {
     "eval": "score predicted masks against ground truth (J&F, DAVIS definition)",
     "export": "export a preset as ONNX graphs split at the memory, with a manifest",
     "build": "build TensorRT engines from a graph set on this GPU, with an engine manifest (or print trtexec lines)",
+    "calibrate": "make an FP16 or INT8 graph set from an FP32 one (calibrated on real frames), with its manifest",
     "parity": "check exported graphs against the PyTorch reference (per graph and per stream)",
     "demo": "export, track and compare a synthetic clip with no files needed (a quick tour)",
     "train": "train a small S3 / Cutie network on synthetic clips (resumable; ships as the bundled checkpoint)",

@@ -40,6 +40,8 @@ FORBIDDEN = {
     "s3rt.export": ABOVE + ("s3rt.runtime", "s3rt.calibration", "s3rt.parity", "s3rt.engines"),
     "s3rt.engines": ABOVE + ("s3rt.runtime", "s3rt.export", "s3rt.calibration", "s3rt.parity"),
     "s3rt.parity": ABOVE + ("s3rt.export", "s3rt.calibration", "s3rt.engines"),
+    # beside the runtime: runs the FP32 tracker and records its graph calls with parity's RecordingBackend
+    "s3rt.calibration": ABOVE + ("s3rt.export", "s3rt.engines"),
     "s3rt.commands": ("s3rt.cli",),
 }
 

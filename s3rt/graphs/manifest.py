@@ -71,6 +71,15 @@ class GraphEntry:
     data_sha256: str | None = None
     op_counts: dict[str, int] = field(default_factory=dict)
     export_check: dict | None = None  # ONNX Runtime vs PyTorch on random inputs at export time
+    # Reduced-precision sets (s3rt calibrate); absent (None) in FP32 exports:
+    converter: str | None = None  # the tool and version that made this graph from its FP32 source
+    kept_fp32: dict[str, list[str]] | None = None  # reason -> nodes kept in FP32 in a FP16 / INT8 graph
+    quantized: dict | None = None  # INT8: op types, calibrated nodes and their count
+    accuracy: dict | None = None  # per output vs the FP32 graph on recorded calibration inputs
+
+
+# GraphEntry fields that FP32 exports leave out of manifest.json (older readers never saw them)
+_OPTIONAL_GRAPH_FIELDS = ("converter", "kept_fp32", "quantized", "accuracy")
 
 
 @dataclass
@@ -86,6 +95,11 @@ class Manifest:
     checkpoint_file: str | None = None
     torch_version: str = ""
     source_sha256: str = ""  # the model and export code that wrote the graphs (for reuse)
+    # A reduced-precision set (s3rt calibrate): the FP32 set it came from (folder, its manifest's
+    # sha256, precisions) and how it was made (tool, versions, calibration set, options). None
+    # in an FP32 export.
+    derived_from: dict | None = None
+    calibration: dict | None = None
     format: str = FORMAT
     format_version: int = FORMAT_VERSION
     directory: Path | None = None  # where it was read from (not stored)
@@ -115,6 +129,11 @@ class Manifest:
     def precisions(self) -> dict[str, str]:
         return {name: g.precision for name, g in self.graphs.items()}
 
+    @property
+    def is_derived(self) -> bool:
+        """A reduced-precision set made from an FP32 one (s3rt calibrate)."""
+        return self.derived_from is not None
+
     def config(self) -> ModelConfig:
         return config_from_dict(self.model_config)
 
@@ -136,8 +155,11 @@ class Manifest:
             "axes": {"num_objects": [1, self.spec.max_objects]},
             "checkpoint": self.checkpoint, "checkpoint_file": self.checkpoint_file, "seed": self.seed,
             "model_config": self.model_config,
-            "graphs": {k: {kk: vv for kk, vv in dataclasses.asdict(v).items() if kk != "name"}
+            "graphs": {k: {kk: vv for kk, vv in dataclasses.asdict(v).items()
+                           if kk != "name" and not (kk in _OPTIONAL_GRAPH_FIELDS and vv is None)}
                        for k, v in self.graphs.items()},
+            **({"derived_from": self.derived_from} if self.derived_from is not None else {}),
+            **({"calibration": self.calibration} if self.calibration is not None else {}),
         }
 
     @classmethod
@@ -155,7 +177,7 @@ class Manifest:
                 s3rt_version=d["s3rt_version"], opset=int(d["opset"]), exporter=d["exporter"], graphs=graphs,
                 seed=d.get("seed"), checkpoint_file=d.get("checkpoint_file"),
                 torch_version=d.get("torch_version", ""), source_sha256=d.get("source_sha256", ""),
-                directory=directory)
+                derived_from=d.get("derived_from"), calibration=d.get("calibration"), directory=directory)
         except (KeyError, TypeError, ValueError, SpecError) as e:
             raise ManifestError(f"incomplete or malformed manifest{where}: {type(e).__name__}: {e}") from e
 
