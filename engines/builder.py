@@ -72,6 +72,8 @@ class EngineBuilder:
             config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
         if self.options.version_compat:
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if not self.options.tf32:
+            config.clear_flag(trt.BuilderFlag.TF32)  # FP32 layers stay FP32 (TF32 is on by default)
         if self.timing_cache is None:
             timing_cache = config.create_timing_cache(self._cache_bytes)
             self.timing_cache = timing_cache

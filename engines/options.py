@@ -29,7 +29,8 @@ class BuildOptions:
     the build (None: none kept); hardware_compat: 'none', 'ampere+' or 'same-cc';
     version_compat: engines that later TensorRT versions can run (embeds the lean runtime);
     optimization_level: TensorRT's builder optimization level 0..5 (None: its default, 3);
-    graphs: build only these graphs (None: all five)."""
+    tf32: let FP32 layers use TF32 tensor cores (TensorRT's default; off here so that FP32 engines
+    match the reference to ~1e-4, as the design asks of FP32 backends)."""
 
     min_objects: int | None = None
     opt_objects: int | None = None
@@ -39,6 +40,7 @@ class BuildOptions:
     hardware_compat: str = "none"
     version_compat: bool = False
     optimization_level: int | None = None
+    tf32: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

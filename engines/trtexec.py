@@ -4,7 +4,7 @@
 Differences by version: `--stronglyTyped` is given for 10.x (in 11.x every network is strongly
 typed and the flag is a no-op, so it is left out). `--memPoolSize=workspace:<N>M`,
 `--timingCacheFile`, `--hardwareCompatibilityLevel`, `--versionCompatible`,
-`--builderOptimizationLevel` and `--min/opt/maxShapes` are the same in both.
+`--builderOptimizationLevel`, `--noTF32` and `--min/opt/maxShapes` are the same in both.
 
 Engines built this way have no `engines.json`, so the tensorrt backend (which checks that
 manifest) does not load them; they are for users with their own runtime.
@@ -49,6 +49,8 @@ def trtexec_commands(graphs: Manifest, out_dir, options: BuildOptions, profiles:
             args.append(f"--hardwareCompatibilityLevel={TRTEXEC_HARDWARE[options.hardware_compat]}")
         if options.version_compat:
             args.append("--versionCompatible")
+        if not options.tf32:
+            args.append("--noTF32")
         if options.optimization_level is not None:
             args.append(f"--builderOptimizationLevel={options.optimization_level}")
         lines.append(" ".join(shlex.quote(a) for a in args))

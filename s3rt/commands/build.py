@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="engines that later TensorRT versions can run (embeds the lean runtime; may be slower)")
     b.add_argument("--opt-level", type=int, default=None, metavar="0-5",
                    help="builder optimization level (default: TensorRT's, 3)")
+    b.add_argument("--tf32", action="store_true",
+                   help="let FP32 layers use TF32 tensor cores (faster; off by default so that FP32 engines match "
+                        "the reference to ~1e-4)")
     b.add_argument("--device", type=int, default=0, metavar="INDEX", help="CUDA device index (default 0)")
     b.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
     parser.add_argument("--print-trtexec", action="store_true",
@@ -66,7 +69,7 @@ def options_from(args) -> "BuildOptions":  # noqa: F821
     return BuildOptions(min_objects=args.min_objects, opt_objects=args.opt_objects, max_objects=args.max_objects,
                         workspace_mib=args.workspace, timing_cache=args.timing_cache,
                         hardware_compat=args.hardware_compat, version_compat=args.version_compat,
-                        optimization_level=args.opt_level)
+                        optimization_level=args.opt_level, tf32=args.tf32)
 
 
 def _installed_major() -> int | None:

@@ -7,7 +7,8 @@
 - `BindingPlan`: for one engine and an object count, every tensor's name, shape and dtype, in
   the engine's order, from the engine manifest (the addresses are bound by the runner).
 - `CudaGraphBook`: which (graph, object count) has a captured CUDA graph; a change of the object
-  count drops every capture so that they are captured again with the new shapes and buffers.
+  count drops the captures of the old count so that they are captured again with the new
+  shapes and buffers (the encoder's, which has no object axis, is kept).
 """
 
 from __future__ import annotations
@@ -94,11 +95,13 @@ class CudaGraphBook:
     invalidations: int = 0
 
     def lookup(self, graph: str, num_objects: int):
-        """The capture to replay, or None (capture it now). A new object count drops all."""
-        if num_objects != self.num_objects and graph_has_objects(num_objects):
-            if self.captured:
-                self.invalidations += 1
-            self.captured.clear()
+        """The capture to replay, or None (capture it now). A new object count drops the captures
+        made for the old one (static graphs, num_objects 0, keep theirs)."""
+        if num_objects and num_objects != self.num_objects:
+            stale = [k for k in self.captured if k[1] not in (0, num_objects)]
+            for k in stale:
+                del self.captured[k]
+            self.invalidations += bool(stale)
             self.num_objects = num_objects
         return self.captured.get((graph, num_objects))
 
@@ -111,8 +114,3 @@ class CudaGraphBook:
 
     def describe(self) -> str:
         return f"{len(self.captured)} captured, {self.captures} captures, {self.replays} replays"
-
-
-def graph_has_objects(num_objects: int) -> bool:
-    return num_objects > 0
-

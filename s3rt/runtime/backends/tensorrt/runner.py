@@ -49,15 +49,20 @@ class TensorRTBackend(Backend):
         self.manifest = m
         self.top_k = m.spec.top_k
         self.objects = m.objects
-        from s3rt.runtime import readout_kernel
-
-        ok = readout_kernel.is_available(self.device)
-        self.readout_impl = readout_choice(readout, bool(ok), getattr(ok, "reason", ""))
+        self.readout_impl = readout_choice(readout, *self._kernel_available())
         self.cuda_graphs = bool(cuda_graphs)
         self.shapes = ShapeState()
         self.book = CudaGraphBook()
         self._static: dict[tuple[str, int], tuple[dict, dict]] = {}
         self._specs = {name: (e.inputs, e.outputs) for name, e in m.engines.items()}
+
+    def _kernel_available(self) -> tuple[bool, str]:
+        if self.device.type != "cuda":
+            return False, f"the kernel runs on CUDA devices, not {self.device}"
+        from s3rt.runtime import readout_kernel
+
+        ok = readout_kernel.is_available(self.device)
+        return bool(ok), ok.reason
 
     # ---- description and checks ------------------------------------------------------------
     def describe(self) -> str:

@@ -1,0 +1,222 @@
+"""The tensorrt backend without TensorRT: the registry entry, the loader's checks and one-line
+errors (before TensorRT is needed, and when it is missing), the readout choice, binding plans,
+input shapes set only when the object count changes, CUDA-graph bookkeeping, and the runner's
+binding logic on a stand-in execution context. Real engines on a GPU: tests/test_tensorrt_gpu.py."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import EXPORT_MAX_OBJECTS, shared_export
+from s3rt.engine_manifest import EngineManifestError, TensorRTUnavailable, read_engine_manifest
+from s3rt.engines import BuildOptions, build_engines
+from s3rt.graphs import eval_dim
+from s3rt.runtime.backends import BACKENDS, create_backend
+from s3rt.runtime.backends.tensorrt import TrtEngines
+from s3rt.runtime.backends.tensorrt.plan import (BindingPlan, CudaGraphBook, ShapeState, object_count,
+                                                 readout_choice)
+from s3rt.runtime.backends.tensorrt.runner import TensorRTBackend
+
+H100 = ("NVIDIA H100 80GB HBM3", (9, 0))
+
+
+class _Builder:
+    version, major = "11.4.0.106", 11
+
+    def __init__(self, options, cache):
+        pass
+
+    def build(self, onnx_path, profile):
+        return b"ENGINE " + Path(onnx_path).name.encode()
+
+    def serialized_timing_cache(self):
+        return None
+
+
+@pytest.fixture(scope="module")
+def engine_dir(tmp_path_factory):
+    src = Path(shared_export(tmp_path_factory, "cutie-test").directory)
+    out = tmp_path_factory.mktemp("trt") / "engines"
+    build_engines(src, out, BuildOptions(), progress=False, gpu=H100, make_builder=_Builder)
+    return out
+
+
+def has_tensorrt() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+# ------------------------------------------------------------------------------ registry
+def test_registry_entry():
+    e = BACKENDS["tensorrt"]
+    assert e.module == "s3rt.runtime.backends.tensorrt" and e.needs == "engines"
+
+
+def test_create_refuses_what_it_cannot_run(engine_dir, tmp_path):
+    with pytest.raises(ValueError, match="needs an engine set.*s3rt build"):
+        create_backend("tensorrt", device="cuda")
+    with pytest.raises(ValueError, match="runs engines, not a PyTorch model"):
+        create_backend("tensorrt", model=object(), engines=engine_dir)
+    with pytest.raises(ValueError, match="runs on a CUDA device, not cpu"):
+        create_backend("tensorrt", engines=engine_dir, device="cpu")
+
+
+def test_a_broken_engine_set_is_reported_before_tensorrt_is_needed(engine_dir, tmp_path):
+    broken = tmp_path / "engines"
+    shutil.copytree(engine_dir, broken)
+    (broken / "decoder.engine").unlink()
+    with pytest.raises(EngineManifestError, match="decoder: engine file .* is missing"):
+        create_backend("tensorrt", engines=broken, device="cuda")
+
+
+@pytest.mark.skipif(has_tensorrt(), reason="TensorRT is installed here")
+def test_without_tensorrt_one_line_says_what_to_install(engine_dir):
+    with pytest.raises(TensorRTUnavailable) as e:
+        create_backend("tensorrt", graphs=engine_dir, device="cuda")  # graphs= may be the engine folder
+    text = str(e.value)
+    assert "\n" not in text and "pip install tensorrt" in text
+
+
+def test_an_engine_set_records_its_graph_set(engine_dir, tmp_path_factory):
+    src = shared_export(tmp_path_factory, "cutie-test")
+    m = read_engine_manifest(engine_dir)
+    assert m.source["directory"] == str(Path(src.directory).resolve())
+    assert {g: r["sha256"] for g, r in m.source["graphs"].items()} == {g: e.sha256 for g, e in src.graphs.items()}
+
+
+# --------------------------------------------------------------------------------- plans
+def test_readout_choice():
+    assert readout_choice("auto", True) == "cuda-kernel"
+    assert readout_choice("auto", False) == "engine"
+    assert readout_choice("engine", True) == "engine"
+    with pytest.raises(RuntimeError, match="not built"):
+        readout_choice("cuda-kernel", False, "not built")
+    with pytest.raises(ValueError, match="readout must be one of"):
+        readout_choice("graph", True)
+
+
+def test_binding_plans_follow_the_manifest(engine_dir):
+    m = read_engine_manifest(engine_dir)
+    e = m.engines["readout"]
+    plan = BindingPlan.make("readout", e.inputs, e.outputs, 2)
+    assert plan.dynamic and plan.num_objects == 2
+    shapes = {b.name: b.shape for b in plan.inputs}
+    assert shapes["mem_values"][1] == 2 and shapes["mem_valid"] == (1, m.spec.memory_tokens)
+    assert {b.name: b.dtype for b in plan.inputs}["mem_valid"] == "bool"
+    assert object_count(e.inputs, shapes) == 2
+    enc = m.engines["encoder"]
+    plan = BindingPlan.make("encoder", enc.inputs, enc.outputs, 2)
+    assert not plan.dynamic and plan.num_objects == 0
+    dec = m.engines["decoder"]
+    assert {b.name: b.shape for b in BindingPlan.make("decoder", dec.inputs, dec.outputs, 3).outputs}["prob"][1] == 4
+
+
+def test_shape_state_and_cuda_graph_book():
+    s = ShapeState()
+    assert s.needs_update("fusion", 2)
+    s.updated("fusion", 2)
+    assert not s.needs_update("fusion", 2) and s.needs_update("fusion", 3)
+    book = CudaGraphBook()
+    assert book.lookup("encoder", 0) is None
+    book.store("encoder", 0, "g-enc")
+    assert book.lookup("fusion", 2) is None  # first object count: nothing to drop yet
+    book.store("fusion", 2, "g-fus2")
+    assert book.lookup("fusion", 2) == "g-fus2" and book.invalidations == 0
+    assert book.lookup("fusion", 3) is None and book.invalidations == 1  # an object added: capture again
+    assert book.captured == {("encoder", 0): "g-enc"}  # the static encoder's capture is kept
+    assert book.lookup("encoder", 0) == "g-enc"
+
+
+# ----------------------------------------------------------------- the runner's binding
+class FakeContext:
+    def __init__(self):
+        self.shapes, self.addresses, self.enqueued, self.shape_rounds = {}, {}, [], 0
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        self.shape_rounds += 1
+        return True
+
+    def set_tensor_address(self, name, ptr):
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream):
+        self.enqueued.append(stream)
+        return True
+
+
+class CpuBackend(TensorRTBackend):
+    """The runner on a stand-in context, on the CPU (no stream to ask PyTorch for)."""
+
+    def _stream_handle(self):
+        return 1234
+
+
+def make_backend(engine_dir, fp16_outputs=()):
+    m = read_engine_manifest(engine_dir)
+    m.directory = Path(engine_dir)
+    dt = {"float32": torch.float32, "bool": torch.bool}
+    dtypes = {g: {t["name"]: (torch.float16 if t["name"] in fp16_outputs else dt[t["dtype"]])
+                  for t in e.inputs + e.outputs} for g, e in m.engines.items()}
+    opened = TrtEngines(manifest=m, tensorrt_version="11.4.0.106", contexts={g: FakeContext() for g in m.engines},
+                        dtypes=dtypes)
+    return CpuBackend(opened, device="cpu")
+
+
+def inputs_for(backend, graph, n):
+    out = {}
+    for t in backend.manifest.engines[graph].inputs:
+        shape = [eval_dim(d, n) for d in t["shape"]]
+        out[t["name"]] = torch.zeros(shape, dtype=torch.bool) if t["dtype"] == "bool" else torch.rand(shape)
+    return out
+
+
+def test_runner_binds_every_tensor_and_sets_shapes_only_when_objects_change(engine_dir):
+    b = make_backend(engine_dir, fp16_outputs=("new_sensory",))
+    assert b.readout_impl == "engine" and "readout: engine" in b.describe()
+    ctx = b.opened.contexts["decoder"]
+    x = inputs_for(b, "decoder", 2)
+    out = b.run("decoder", x)
+    assert out["prob"].shape[1] == 3 and out["new_sensory"].dtype == torch.float32  # FP16 output widened
+    assert ctx.enqueued == [1234]
+    assert set(ctx.addresses) == set(x) | set(out)
+    assert all(ctx.addresses[k] == v.data_ptr() for k, v in x.items())
+    rounds = ctx.shape_rounds
+    assert ctx.shapes["sensory"][1] == 2
+    b.run("decoder", inputs_for(b, "decoder", 2))
+    assert ctx.shape_rounds == rounds  # same object count: shapes not set again
+    b.run("decoder", inputs_for(b, "decoder", 3))
+    assert ctx.shape_rounds > rounds and ctx.shapes["sensory"][1] == 3
+    enc = b.opened.contexts["encoder"]
+    b.run("encoder", inputs_for(b, "encoder", 1))
+    assert enc.shape_rounds == 0  # a static engine never needs shapes
+
+
+def test_runner_refuses_counts_outside_the_profile(engine_dir, tmp_path):
+    b = make_backend(engine_dir)
+    b.objects = (2, 2, 3)
+    with pytest.raises(ValueError, match=r"1 objects, but the engines in .* take 2..3: s3rt build .*--min-objects 1"):
+        b.run("decoder", inputs_for(b, "decoder", 1))
+    with pytest.raises(ValueError, match=r"built for 2..3"):
+        b.check_stream(padded_size=b.spec.padded_size, batch=1, num_objects=1, memory_tokens=b.spec.memory_tokens)
+    with pytest.raises(ValueError, match="pads frames to"):
+        b.check_stream(padded_size=(32, 32), batch=1, num_objects=2, memory_tokens=b.spec.memory_tokens)
+    assert EXPORT_MAX_OBJECTS == b.spec.max_objects
+
+
+def test_the_tensorrt_backend_imports_neither_tensorrt_nor_onnx_nor_the_builder():
+    import subprocess
+    import sys
+
+    code = ("import sys, s3rt.runtime.backends.tensorrt, s3rt.runtime.backends.tensorrt.runner; "
+            "print([m for m in ('tensorrt', 'onnx', 's3rt.engines') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().replace("'", '"')) == []
