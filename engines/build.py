@@ -168,7 +168,7 @@ def describe_plan(graphs: Manifest, objects, profiles) -> list[str]:
         g = graphs.graphs[name]
         shapes = profiles[name]
         dyn = ", ".join(f"{k} {s['min']}..{s['max']}" for k, s in shapes.items() if s["min"] != s["max"])
-        lines.append(f"  {name:<13} {g.precision:<5} {'static' if not shapes else dyn}")
+        lines.append(f"  {name:<13} {g.precision:<5} {dyn or 'static'}")
     return lines
 
 

@@ -43,7 +43,8 @@ class EngineBuilder:
         self.timing_cache = None
 
     def build(self, onnx_path: str, profile: dict[str, dict[str, list[int]]]) -> bytes:
-        """The serialized engine of the ONNX graph at `onnx_path`; `profile`: input -> min/opt/max."""
+        """The serialized engine of the ONNX graph at `onnx_path`; `profile`: every input -> its
+        min/opt/max shape (given to TensorRT for the inputs that are dynamic in the graph)."""
         trt = self.trt
         builder = self.builder
         major = self.major
@@ -55,10 +56,14 @@ class EngineBuilder:
         if not parser.parse_from_file(str(onnx_path)):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise BuildError(f"TensorRT {trt.__version__} cannot parse {onnx_path}: {errors or 'no detail'}")
-        names = [network.get_input(i).name for i in range(network.num_inputs)]
-        unknown = sorted(set(profile) - set(names))
-        if unknown:
-            raise BuildError(f"{onnx_path} has no input(s) {', '.join(unknown)} (its inputs: {', '.join(names)}): "
+        dynamic = {}
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            dynamic[tensor.name] = any(int(d) < 0 for d in tensor.shape)
+        unknown = sorted(set(profile) - set(dynamic))
+        unplanned = sorted(n for n, dyn in dynamic.items() if dyn and n not in profile)
+        if unknown or unplanned:
+            raise BuildError(f"{onnx_path} has inputs {', '.join(dynamic)}, its manifest lists {', '.join(profile)}: "
                              "the graph does not match its manifest; re-export it")
 
         config = builder.create_builder_config()
@@ -80,10 +85,11 @@ class EngineBuilder:
         if not config.set_timing_cache(self.timing_cache, False):
             raise BuildError("TensorRT refused the timing cache (made by another TensorRT version or GPU?): "
                              "delete the --timing-cache file or pass another one")
-        if profile:
+        if any(dynamic.values()):  # one profile: the object axis (and any other dynamic dim) pinned by the plan
             opt_profile = builder.create_optimization_profile()
             for name, shapes in profile.items():
-                opt_profile.set_shape(name, tuple(shapes["min"]), tuple(shapes["opt"]), tuple(shapes["max"]))
+                if dynamic[name]:
+                    opt_profile.set_shape(name, tuple(shapes["min"]), tuple(shapes["opt"]), tuple(shapes["max"]))
             config.add_optimization_profile(opt_profile)
 
         serialized = builder.build_serialized_network(network, config)

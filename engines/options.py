@@ -91,15 +91,16 @@ def check_precisions(graphs: Manifest) -> dict[str, str]:
 def plan_profiles(graphs: Manifest, objects: tuple[int, int, int]) -> dict[str, dict[str, dict[str, list[int]]]]:
     """graph -> input -> {"min", "opt", "max"} shapes, from the inputs the graph-set manifest
     lists (shapes with the symbolic object axis). Inputs without the object axis have one fixed
-    shape (min = opt = max); graphs with no object axis get an empty profile (static engines)."""
-    out = {}
-    for name in GRAPHS:
-        inputs = graphs.graphs[name].inputs
-        dynamic = any(OBJECT_AXIS in str(d) for t in inputs for d in t["shape"])
-        out[name] = {} if not dynamic else {
-            t["name"]: {k: [eval_dim(d, n) for d in t["shape"]] for k, n in zip(("min", "opt", "max"), objects)}
-            for t in inputs}
-    return out
+    shape (min = opt = max): the builder gives TensorRT a profile entry only for the inputs that
+    are dynamic in the ONNX graph itself."""
+    return {name: {t["name"]: {k: [eval_dim(d, n) for d in t["shape"]] for k, n in zip(("min", "opt", "max"), objects)}
+                   for t in graphs.graphs[name].inputs}
+            for name in GRAPHS}
+
+
+def is_dynamic(profile: dict[str, dict[str, list[int]]]) -> bool:
+    """Whether a graph's profile spans more than one shape (it has the object axis)."""
+    return any(s["min"] != s["max"] for s in profile.values())
 
 
 def expected_inputs(graphs: Manifest) -> dict[str, list[dict]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from s3rt.engines.options import BuildOptions
+from s3rt.engines.options import BuildOptions, is_dynamic
 from s3rt.graphs import GRAPHS, Manifest
 
 # s3rt's names -> trtexec's --hardwareCompatibilityLevel values
@@ -38,7 +38,7 @@ def trtexec_commands(graphs: Manifest, out_dir, options: BuildOptions, profiles:
         if tensorrt_major == 10:
             args.append("--stronglyTyped")
         profile = profiles.get(name) or {}
-        if profile:
+        if is_dynamic(profile):  # static graphs (the encoder) need no shapes
             args += [f"--minShapes={_shapes(profile, 'min')}", f"--optShapes={_shapes(profile, 'opt')}",
                      f"--maxShapes={_shapes(profile, 'max')}"]
         if options.workspace_mib is not None:

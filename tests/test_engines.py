@@ -94,8 +94,11 @@ def test_object_range_defaults_and_refusals():
 
 
 def test_profiles_cover_the_object_axis_only(graphs):
+    from s3rt.engines.options import is_dynamic
+
     p = plan_profiles(graphs, (1, 2, 3))
-    assert p["encoder"] == {}  # no object axis: a static engine
+    assert set(p["encoder"]) == {"image"} and not is_dynamic(p["encoder"])  # no object axis: a static engine
+    assert all(is_dynamic(p[g]) for g in ("readout", "fusion", "decoder", "mask_encoder"))
     mv = p["readout"]["mem_values"]
     assert [mv["min"][1], mv["opt"][1], mv["max"][1]] == [1, 2, 3]
     assert p["readout"]["mem_key"]["min"] == p["readout"]["mem_key"]["max"]  # fixed memory capacity

@@ -87,12 +87,19 @@ class TensorRTBackend(Backend):
             raise ValueError(f"{graph}: {n} objects, but the engines in {self.source} take {lo}..{hi}: "
                              f"{self.manifest.build_command(min_objects=min(lo, n), max_objects=max(hi, n))}")
         plan = BindingPlan.make(graph, in_specs, out_specs, n)
-        if self.cuda_graphs:
-            return self._run_captured(graph, plan, inputs)
-        feeds = {b.name: self._prepare(graph, b.name, inputs[b.name]) for b in plan.inputs}
-        outs = self._allocate(graph, plan)
-        self._enqueue(graph, plan, feeds, outs)
-        return self._results(outs)
+        with self._on_device():
+            if self.cuda_graphs:
+                return self._run_captured(graph, plan, inputs)
+            feeds = {b.name: self._prepare(graph, b.name, inputs[b.name]) for b in plan.inputs}
+            outs = self._allocate(graph, plan)
+            self._enqueue(graph, plan, feeds, outs)
+            return self._results(outs)
+
+    def _on_device(self):
+        """TensorRT runs on the current CUDA device: make it ours for the call."""
+        import contextlib
+
+        return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
     def _kernel_readout(self, feeds: dict[str, torch.Tensor], outs: dict[str, torch.Tensor]) -> None:
         from s3rt.runtime.readout_kernel import cuda_memory_readout
@@ -158,7 +165,8 @@ class TensorRTBackend(Backend):
             capture_stream = torch.cuda.Stream(self.device)
             capture_stream.wait_stream(torch.cuda.current_stream(self.device))
             cuda_graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(cuda_graph, stream=capture_stream):
+            # thread_local: TensorRT and the kernel library call CUDA outside PyTorch during the capture
+            with torch.cuda.graph(cuda_graph, stream=capture_stream, capture_error_mode="thread_local"):
                 self._enqueue(graph, plan, feeds, outs)
             torch.cuda.current_stream(self.device).wait_stream(capture_stream)
             self._static[key] = (feeds, outs)
