@@ -62,14 +62,13 @@ def check_gpu_for(options: BuildOptions, gpu: tuple[str, tuple[int, int]]) -> No
                          f"capability {gpu[1][0]}.{gpu[1][1]}")
 
 
-def _on_device(device: int, real: bool):
+def _on_device(device: int):
+    """TensorRT builds on the current CUDA device: make it the one asked for."""
     import contextlib
 
-    if not real:
-        return contextlib.nullcontext()
     import torch
 
-    return torch.cuda.device(device)
+    return torch.cuda.device(device) if torch.cuda.is_available() else contextlib.nullcontext()
 
 
 def _install(tmp: Path, out: Path) -> None:
@@ -122,7 +121,7 @@ def build_engines(graph_dir, out_dir, options: BuildOptions = BuildOptions(), *,
     tmp = make_temp_dir(out)
     try:
         t_start = time.perf_counter()
-        with _on_device(device, real=trt is not None):
+        with _on_device(device):
             builder = make_builder(options, cache_in)
             entries = {}
             from tqdm.auto import tqdm
