@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from s3rt.engine_manifest import HARDWARE_COMPAT
-from s3rt.graphs import GRAPHS, OBJECT_AXIS, Manifest, eval_dim, graph_io
+from s3rt.graphs import GRAPHS, Manifest, eval_dim, graph_io
 
 PRECISIONS = ("fp32", "fp16", "int8", "mixed")  # what a graph set's manifest may say per graph
 

@@ -138,8 +138,9 @@ def test_the_dump_check_catches_the_removed_fp16_flag_on_11_only(tmp_path):
 # ---------------------------------------------------------------------- the checker's parts
 def test_docstring_signatures_are_parsed_with_overloads_and_defaults():
     doc = ("create_execution_context(*args, **kwargs)\nOverloaded function.\n\n"
-           "1. create_execution_context(self: tensorrt.ICudaEngine, strategy: tensorrt.ExecutionContextAllocationStrategy"
-           " = <ExecutionContextAllocationStrategy.STATIC: 0>) -> tensorrt.IExecutionContext\n\n"
+           "1. create_execution_context(self: tensorrt.ICudaEngine, "
+           "strategy: tensorrt.ExecutionContextAllocationStrategy = "
+           "<ExecutionContextAllocationStrategy.STATIC: 0>) -> tensorrt.IExecutionContext\n\n"
            "2. create_execution_context(self: tensorrt.ICudaEngine, a: int, b: int) -> None\n")
     sigs = api_check.parse_signatures(doc, "create_execution_context")
     assert [[p for p, _ in s.params] for s in sigs] == [["strategy"], ["a", "b"]]

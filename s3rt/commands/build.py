@@ -94,7 +94,8 @@ def main(args: argparse.Namespace) -> int:
         if args.print_trtexec:
             major = args.tensorrt_major or _installed_major() or 11
             out = Path(args.out) if args.out else Path(args.graphs).with_name(Path(args.graphs).name + "-engines")
-            print(f"# s3rt build --print-trtexec: TensorRT {major}.x command lines for the graph set {graphs.directory}")
+            print(f"# s3rt build --print-trtexec: TensorRT {major}.x command lines for the graph set "
+                  f"{graphs.directory}")
             for line in describe_plan(graphs, objects, profiles):
                 print("# " + line)
             print("# engines built with trtexec have no engines.json, so s3rt's tensorrt backend does not load them")
