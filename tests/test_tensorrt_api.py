@@ -67,7 +67,9 @@ def _load_checker():
 api_check = _load_checker()
 
 
-def _real(major: int, paths, *extra) -> dict:
+def _real_reports(major: int, groups) -> list[dict]:
+    """One subprocess per version (importing two TensorRT versions in one process is impossible):
+    one report per group of paths."""
     if not BINDINGS:
         if REQUIRED:
             pytest.fail("S3RT_REQUIRE_TRT_BINDINGS=1 but S3RT_TRT_BINDINGS is not set: run tests/trt_stubs/setup.sh")
@@ -77,18 +79,39 @@ def _real(major: int, paths, *extra) -> dict:
     if not (root / "site" / "tensorrt_bindings").is_dir():
         pytest.fail(f"{root}/site has no tensorrt_bindings: run tests/trt_stubs/setup.sh {BINDINGS}")
     env = {**os.environ, "LD_LIBRARY_PATH": str(root / "lib"), "PYTHONPATH": str(root / "site")}
-    out = subprocess.run([sys.executable, str(CHECKER), "--json", *extra, *map(str, paths)], env=env,
-                         capture_output=True, text=True, timeout=120)
+    argv = [a for g in groups for a in ["::", *map(str, g)]][1:]
+    out = subprocess.run([sys.executable, str(CHECKER), "--json", *argv], env=env, capture_output=True, text=True,
+                         timeout=300)
     assert out.stdout.strip(), out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def snippets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("trt-snippets")
+    (d / "bad.py").write_text(BAD_CODE)
+    (d / "untyped.py").write_text(UNTYPED_CODE)
+    return d
+
+
+_CACHE = {}
+
+
+def _real(major: int, which: str, snippets) -> dict:
+    """The report for 'sources', 'bad' or 'untyped' under TensorRT `major` (one run per version)."""
+    if major not in _CACHE:
+        _CACHE[major] = dict(zip(("sources", "bad", "untyped"),
+                                 _real_reports(major, [SOURCES, [snippets / "bad.py"], [snippets / "untyped.py"]])))
+    return _CACHE[major][which]
+
+
 # ---------------------------------------------------------------------- the real bindings
 @pytest.mark.parametrize("major", [10, 11])
-def test_every_tensorrt_name_in_s3rt_exists_in_the_real_bindings(major):
-    report = _real(major, SOURCES)
+def test_every_tensorrt_name_in_s3rt_exists_in_the_real_bindings(major, snippets):
+    report = _real(major, "sources", snippets)
     assert report["version"].startswith(f"{major}.")
     assert report["errors"] == [], "\n".join(report["errors"])
+    assert report["untyped"] == [], "\n".join(report["untyped"])
     missing = MUST_REACH[major] - set(report["checked"])
     assert not missing, f"the checker did not reach {missing}"
     files = {Path(f).name for f in report["files"]}
@@ -96,10 +119,8 @@ def test_every_tensorrt_name_in_s3rt_exists_in_the_real_bindings(major):
 
 
 @pytest.mark.parametrize("major", [10, 11])
-def test_the_real_bindings_catch_wrong_names_removed_flags_and_arguments(major, tmp_path):
-    bad = tmp_path / "bad.py"
-    bad.write_text(BAD_CODE)
-    errors = "\n".join(_real(major, [bad])["errors"])
+def test_the_real_bindings_catch_wrong_names_removed_flags_and_arguments(major, snippets):
+    errors = "\n".join(_real(major, "bad", snippets)["errors"])
     assert "create_netwrok" in errors
     assert "BuilderFlg" in errors
     assert "ignore_mismatch" in errors
@@ -119,7 +140,7 @@ def test_every_tensorrt_name_exists_in_the_reference_dumps(major):
         pytest.skip(f"{DUMPS[major]} not here (../shared missing)")
     api = api_check.DumpAPI(json.loads(DUMPS[major].read_text()), DUMPS[major].stem.split("-")[1])
     report = api_check.check(SOURCES, api, major)
-    assert report.errors == []
+    assert report.errors == [] and report.untyped == []
     assert {"tensorrt.Builder", "tensorrt.Runtime", "BuilderFlag.VERSION_COMPATIBLE"} <= report.checked
 
 
@@ -133,6 +154,22 @@ def test_the_dump_check_catches_the_removed_fp16_flag_on_11_only(tmp_path):
         errors = "\n".join(api_check.check([bad], api, major).errors)
         assert "BuilderFlg" in errors
         assert ("BuilderFlag.FP16" in errors) == (major == 11)
+
+
+UNTYPED_CODE = '''
+def run(contexts, graph, stream):
+    context = contexts[graph]
+    context.execute_async_v3(stream)                         # unknown receiver: cannot be checked
+    typed: "trt.IExecutionContext" = contexts[graph]
+    typed.execute_async_v3(stream)                           # checked
+'''
+
+
+@pytest.mark.parametrize("major", [10, 11])
+def test_a_tensorrt_call_the_check_cannot_reach_is_reported(major, snippets):
+    report = _real(major, "untyped", snippets)
+    assert len(report["untyped"]) == 1 and ":4: context.execute_async_v3()" in report["untyped"][0]
+    assert "IExecutionContext.execute_async_v3()" in report["checked"]
 
 
 # ---------------------------------------------------------------------- the checker's parts

@@ -17,8 +17,9 @@ The names are found by reading the code (ast), not from a hand-kept list:
   an int) are evaluated for the version checked, so a branch is checked only against the
   versions it runs on.
 
-Usage: python api_check.py [--dump FILE.json] [--major N] [--verbose] PATH...
-(without --dump it imports `tensorrt_bindings`; exit status 1 when anything is wrong).
+Usage: python api_check.py [--dump FILE.json] [--major N] [--verbose] [--json] PATH... [:: PATH...]
+(without --dump it imports `tensorrt_bindings`; `::` separates groups of paths checked as separate
+reports, printed as one JSON list with --json; exit status 1 when anything is wrong).
 """
 
 from __future__ import annotations
@@ -36,6 +37,31 @@ from pathlib import Path
 MODULE = ("module",)
 _CMP = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq,
         ast.NotEq: operator.ne}
+
+
+def _common_names() -> set[str]:
+    names = set()
+    import io
+
+    for obj in (dict, list, str, bytes, tuple, set, int, float, object, Path, argparse.Namespace, io.IOBase,
+                io.TextIOWrapper, io.BufferedWriter):
+        names |= set(dir(obj))
+    try:
+        import torch
+
+        for obj in (torch.Tensor, torch.nn.Module, torch.device, torch.dtype, torch.Size):
+            names |= set(dir(obj))
+        names |= set(dir(torch.cuda.Stream)) | set(dir(torch.cuda.CUDAGraph)) | set(dir(torch.cuda))
+    except ImportError:
+        pass
+    # names of s3rt's own objects that TensorRT classes happen to share
+    names |= {"name", "shape", "dtype", "inputs", "outputs", "profile", "engines", "contexts", "version", "major",
+              "directory", "options", "spec", "describe", "run", "build", "reset", "location", "type", "mode", "data",
+              "logger", "runtime", "builder", "num_objects", "scale", "axes", "kind", "flags", "values", "weights"}
+    return names
+
+
+_COMMON = _common_names()
 
 
 class Missing(Exception):
@@ -126,6 +152,8 @@ class RealAPI:
     def __init__(self, module):
         self.m = module
         self.version = module.__version__
+        self.members = {n for c in vars(module).values() if isinstance(c, type) for n in dir(c)
+                        if not n.startswith("_")}
 
     def label(self, t) -> str:
         return getattr(t[1], "__qualname__", str(t[1]))
@@ -218,6 +246,7 @@ class DumpAPI:
     def __init__(self, data: dict, version: str):
         self.d = data
         self.version = version
+        self.members = set()  # no return types here, so calls on unknown receivers are not reported
 
     def label(self, t) -> str:
         return str(t[1])
@@ -254,10 +283,11 @@ class Report:
     version: str
     errors: list[str] = field(default_factory=list)
     checked: set[str] = field(default_factory=set)  # "Class.attr" / "tensorrt.Name" / "Class.method()"
+    untyped: list[str] = field(default_factory=list)  # TensorRT-only names the check could not type
     files: list[str] = field(default_factory=list)
 
     def ok(self) -> bool:
-        return not self.errors
+        return not self.errors and not self.untyped
 
 
 class Checker:
@@ -286,6 +316,10 @@ class Checker:
             return None if v is None else not v
         return None
 
+    def distinctive(self, name: str) -> bool:
+        """A member of some TensorRT class that no common Python or PyTorch object has."""
+        return name in getattr(self.api, "members", ()) and name not in _COMMON
+
     # ---- errors ----------------------------------------------------------------------------
     def err(self, node, msg):
         self.r.errors.append(f"{self.where}:{getattr(node, 'lineno', '?')}: {msg} (TensorRT {self.api.version})")
@@ -301,6 +335,14 @@ class Checker:
             return self.attr(node, base, node.attr)
         if isinstance(node, ast.Call):
             kind = self.typeof(node.func, env)
+            f = node.func
+            if kind is None and isinstance(f, ast.Attribute) and self.distinctive(f.attr) \
+                    and self.typeof(f.value, env) is None:
+                msg = (f"{self.where}:{node.lineno}: {ast.unparse(f)}(): a TensorRT method called on a value of "
+                       "unknown type; bind TensorRT objects to plain names or annotate them "
+                       "(x: \"trt.IExecutionContext\" = ...) so that the check reaches the call")
+                if msg not in self.r.untyped:
+                    self.r.untyped.append(msg)
             for a in node.args:
                 self.typeof(a.value if isinstance(a, ast.Starred) else a, env)
             for k in node.keywords:
@@ -486,13 +528,14 @@ class Checker:
     def klass(self, cls, env):
         attrs: dict = {}
         methods = [m for m in cls.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
-        # pass 1 (errors discarded): what each self.<attr> holds
+        # pass 1 (findings discarded): what each self.<attr> holds
         saved, self.r.errors = self.r.errors, []
+        saved_untyped, self.r.untyped = self.r.untyped, []
         saved_checked = set(self.r.checked)
         for _ in range(2):
             for m in methods:
                 self.function(m, env, attrs, self_type=("self", attrs))
-        self.r.errors, self.r.checked = saved, saved_checked
+        self.r.errors, self.r.checked, self.r.untyped = saved, saved_checked, saved_untyped
         for m in methods:
             self.function(m, env, attrs, self_type=("self", attrs))
         for s in cls.body:
@@ -559,18 +602,27 @@ def main(argv=None) -> int:
 
         api = RealAPI(tensorrt_bindings)
     major = args.major or int(api.version.split(".")[0])
-    report = check(args.paths, api, major)
+    groups, cur = [], []
+    for p in args.paths:
+        if p == "::":
+            groups.append(cur)
+            cur = []
+        else:
+            cur.append(p)
+    groups.append(cur)
+    reports = [check(g, api, major) for g in groups]
     if args.json:
-        print(json.dumps({"version": report.version, "errors": report.errors, "checked": sorted(report.checked),
-                          "files": report.files}))
-    else:
-        for e in report.errors:
+        print(json.dumps([{"version": r.version, "errors": r.errors, "checked": sorted(r.checked),
+                           "untyped": r.untyped, "files": r.files} for r in reports]))
+        return 0 if all(r.ok() for r in reports) else 1
+    for report in reports:
+        for e in report.errors + report.untyped:
             print(e)
         print(f"TensorRT {report.version}: {len(report.checked)} names checked in {len(report.files)} files, "
-              f"{len(report.errors)} problems")
+              f"{len(report.errors)} problems, {len(report.untyped)} unreachable")
         if args.verbose:
             print("\n".join(sorted(report.checked)))
-    return 0 if report.ok() else 1
+    return 0 if all(r.ok() for r in reports) else 1
 
 
 if __name__ == "__main__":
