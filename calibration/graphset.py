@@ -45,6 +45,7 @@ class CalibrationOptions:
     other_precision: str = "fp16"
     method: str = "entropy"
     qdq_outputs: bool = False
+    int8_target: str = "tensorrt"
     data_max: float = 512.0
     size: int = 480
     mem_every: int = 5
@@ -60,10 +61,16 @@ class CalibrationOptions:
         if bad or not self.int8_graphs:
             raise CalibrationError(f"--int8-graphs: unknown graph(s) {', '.join(bad) or '(none given)'}; the graphs are "
                                    f"{', '.join(GRAPHS)}")
-        bad = [o for o in self.int8_ops if o not in int8_pass.DEFAULT_OP_TYPES]
+        bad = [o for o in self.int8_ops if o not in int8_pass.OP_TYPES]
         if bad or not self.int8_ops:
             raise CalibrationError(f"--int8-ops: {', '.join(bad) or '(none given)'} cannot be quantized here; choose from "
-                                   f"{', '.join(int8_pass.DEFAULT_OP_TYPES)}")
+                                   f"{', '.join(int8_pass.OP_TYPES)}")
+        if not set(self.int8_ops) & set(int8_pass.WEIGHTED_OP_TYPES):
+            raise CalibrationError(f"--int8-ops {','.join(self.int8_ops)}: give at least one op type with weights "
+                                   f"({', '.join(int8_pass.WEIGHTED_OP_TYPES)})")
+        if self.int8_target not in int8_pass.TARGETS:
+            raise CalibrationError(f"--int8-target must be one of {', '.join(int8_pass.TARGETS)}, got "
+                                   f"{self.int8_target!r}")
         if self.method not in int8_pass.METHODS:
             raise CalibrationError(f"--method must be one of {', '.join(int8_pass.METHODS)}, got {self.method!r}")
         if not self.data_max > 0:
@@ -264,18 +271,26 @@ def _convert_graph(g, model, source_entry: GraphEntry, precision, kept, int8_nod
         quantized = {"fp16_nodes": stats["fp16_nodes"], "fp32_float_nodes": len(candidates) - stats["fp16_nodes"],
                      "casts": stats["casts"]}
     elif precision == "int8":
+        # the CPU target quantizes every op type it can: keep all the FP32 regions out of it
+        excluded_nodes = [n for n, r in kept.items() if r in INT8_EXCLUDED or options.int8_target == "cpu"]
         new = int8_pass.quantize(model, inputs, int8_nodes, method=options.method, qdq_outputs=options.qdq_outputs,
-                                 workdir=folder)
+                                 target=options.int8_target, exclude=excluded_nodes, workdir=folder)
         summary = int8_pass.qdq_summary(new)
-        if not summary["symmetric"]:
+        if options.int8_target == "tensorrt" and not summary["symmetric"]:
             raise RuntimeError(f"{g}: the quantizer wrote non-zero zero points (not symmetric)")
         excluded = group({n: r for n, r in kept.items() if r in INT8_EXCLUDED})
         kept_fp32 = {**excluded, "not_int8_op": ["every other node (FP32): not one of "
-                                                 + "/".join(options.int8_ops) + " with a weight"]}
-        converter = (f"onnxruntime.quantization.quantize_static ({_dist_name()} {_ort_version()}), QDQ, symmetric int8, "
-                     f"per-channel weights, {options.method} calibration on {len(inputs)} recorded calls")
-        quantized = {"op_types": sorted(set(options.int8_ops)), "nodes": len(int8_nodes),
-                     "qdq_outputs": options.qdq_outputs, **summary}
+                                                 + "/".join(options.int8_ops)
+                                                 + " (Conv/ConvTranspose/MatMul/Gemm only with a weight)"]}
+        acts = "symmetric int8" if options.int8_target == "tensorrt" else "uint8 with zero points (CPU target)"
+        converter = (f"onnxruntime.quantization.quantize_static ({_dist_name()} {_ort_version()}), QDQ, {acts} "
+                     f"activations, symmetric int8 per-channel weights, {options.method} calibration on "
+                     f"{len(inputs)} recorded calls")
+        ops = sorted(set(options.int8_ops)) if options.int8_target == "tensorrt" else "every type ONNX Runtime quantizes"
+        quantized = {"target": options.int8_target, "op_types": ops,
+                     "nodes": len(int8_nodes) if options.int8_target == "tensorrt" else
+                     sum(1 for n in new.graph.node if n.op_type == "QuantizeLinear"),
+                     "qdq_outputs": options.qdq_outputs or options.int8_target == "cpu", **summary}
     else:
         new = model
     _io_unchanged(new, source_entry)
@@ -309,8 +324,12 @@ def _manifest(source: Manifest, export_dir: Path, entries, options, clips, recor
         if "fp16" in {e.precision for e in entries.values()} else None,
         "int8": {"tool": "onnxruntime.quantization.quantize_static (QDQ)", "method": options.method,
                  "graphs": list(options.int8_graphs), "op_types": list(options.int8_ops),
-                 "activations": "int8 symmetric per tensor", "weights": "int8 symmetric per output channel",
-                 "qdq_outputs": options.qdq_outputs, "other_graphs": options.other_precision}
+                 "target": options.int8_target,
+                 "activations": "int8 symmetric per tensor" if options.int8_target == "tensorrt" else
+                 "uint8 asymmetric per tensor (ONNX Runtime CPU format; TensorRT does not take it)",
+                 "weights": "int8 symmetric per output channel",
+                 "qdq_outputs": options.qdq_outputs or options.int8_target == "cpu",
+                 "other_graphs": options.other_precision}
         if options.precision == "int8" else None,
         "kept_fp32_reasons": REASONS,
         "io": "float32 at every graph input and output (bool for mem_valid): the tracker's state buffers keep one "

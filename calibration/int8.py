@@ -31,18 +31,27 @@ from s3rt.calibration.regions import constants, node_names
 
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+WEIGHTED_OP_TYPES = DEFAULT_OP_TYPES
+# weight-less ops that may go INT8 too (--int8-ops): quantizing the residual Add, pooling and
+# concatenation keeps a whole convolutional trunk in int8 (ONNX Runtime's CPU kernels need that to
+# gain speed; TensorRT recommends Q/DQ on the residual Add's inputs for the same fusion)
+EXTRA_OP_TYPES = ("Add", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Mul", "Relu", "Resize")
+OP_TYPES = DEFAULT_OP_TYPES + EXTRA_OP_TYPES
 
 
 def quantizable_nodes(model: onnx.ModelProto, op_types, exclude=()) -> list[str]:
-    """Nodes of `op_types` that have a weight to quantize (Conv/ConvTranspose/Gemm/MatMul with a
-    constant weight input; a MatMul of two activations, e.g. attention, is not taken), minus
-    `exclude`."""
+    """Nodes of `op_types` to quantize, minus `exclude`: Conv/ConvTranspose/Gemm/MatMul only with
+    a constant weight input (a MatMul of two activations, e.g. attention, is not taken), the
+    weight-less types (EXTRA_OP_TYPES) all."""
     node_names(model)
     consts = constants(model)
     exclude = set(exclude)
     out = []
     for n in model.graph.node:
         if n.op_type not in op_types or n.name in exclude:
+            continue
+        if n.op_type not in WEIGHTED_OP_TYPES:
+            out.append(n.name)
             continue
         weight = n.input[1] if len(n.input) > 1 else ""
         if weight in consts and consts[weight].dtype.kind == "f":
@@ -63,14 +72,26 @@ class _Reader:
         raise NotImplementedError
 
 
+TARGETS = ("tensorrt", "cpu")
+
+
 def quantize(model: onnx.ModelProto, samples: list[dict], nodes: list[str], *, method: str = "entropy",
-             qdq_outputs: bool = False, workdir: str | os.PathLike | None = None) -> onnx.ModelProto:
+             qdq_outputs: bool = False, target: str = "tensorrt", exclude=(),
+             workdir: str | os.PathLike | None = None) -> onnx.ModelProto:
     """The model with Q/DQ before `nodes` (see the module docstring), calibrated on `samples`
-    (dicts of input name -> float32/bool numpy arrays)."""
+    (dicts of input name -> float32/bool numpy arrays).
+
+    target 'cpu': ONNX Runtime's x86 format instead of TensorRT's: uint8 activations with a zero
+    point (asymmetric), int8 symmetric per-channel weights, Q/DQ on inputs and outputs, every op
+    type ONNX Runtime can quantize except the `exclude` nodes. Its CPU int8 kernels use the u8 x s8
+    dot-product instructions; symmetric int8 activations run no faster than FP32 there. TensorRT
+    does not take it (zero points must be 0)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in METHODS:
         raise ValueError(f"calibration method must be one of {', '.join(METHODS)}, got {method!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     if not nodes:
         raise ValueError("no node to quantize")
     if not samples:
@@ -93,6 +114,13 @@ def quantize(model: onnx.ModelProto, samples: list[dict], nodes: list[str], *, m
         extra["CalibPercentile"] = 99.999
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
+    act_type = QuantType.QInt8
+    quantize_nodes, op_arg, exclude_arg = list(nodes), op_types, None
+    if target == "cpu":
+        act_type = QuantType.QUInt8
+        extra["ActivationSymmetric"] = False
+        extra.pop("OpTypesToExcludeOutputQuantization", None)
+        quantize_nodes, op_arg, exclude_arg = None, None, list(exclude)
     input_names = [i.name for i in model.graph.input]
     root = logging.getLogger()
     level = root.level
@@ -102,8 +130,8 @@ def quantize(model: onnx.ModelProto, samples: list[dict], nodes: list[str], *, m
         large = model.ByteSize() > 1_800_000_000
         onnx.save(model, src, save_as_external_data=large)
         quantize_static(str(src), str(dst), _Reader(samples, input_names), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=op_types, nodes_to_quantize=list(nodes), per_channel=True,
-                        reduce_range=False, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=op_arg, nodes_to_quantize=quantize_nodes, nodes_to_exclude=exclude_arg,
+                        per_channel=True, reduce_range=False, activation_type=act_type, weight_type=QuantType.QInt8,
                         calibrate_method=calib, use_external_data_format=large, extra_options=extra)
         out = onnx.load(str(dst))
     root.setLevel(level)

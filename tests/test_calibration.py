@@ -173,6 +173,25 @@ def cli_err(capsys, argv):
     return err
 
 
+def test_int8_cpu_target_uses_uint8_activations(fp32, tmp_path):
+    m = calibrate(fp32, tmp_path / "cpu", CalibrationOptions(precision="int8", int8_target="cpu",
+                                                             other_precision="fp32", int8_graphs=("encoder",), **FAST),
+                  clips=[_clip()], progress=False, log=lambda *a: None)
+    q = m.graphs["encoder"].quantized
+    assert q["target"] == "cpu" and "uint8" in q["zero_point_types"] and not q["symmetric"]
+    assert m.calibration["int8"]["target"] == "cpu" and "TensorRT does not" in m.calibration["int8"]["activations"]
+    assert all(a["finite"] and a["rel_l2"] < 0.2 for a in m.graphs["encoder"].accuracy.values())
+
+
+def test_bad_options_are_one_line(fp32, tmp_path, capsys):
+    for argv, words in ((["--int8-ops", "Softmax"], "cannot be quantized"), (["--int8-ops", "Add"], "with weights"),
+                        (["--int8-graphs", "decoder,nope"], "unknown graph")):
+        err = cli_err(capsys, ["calibrate", "--export", str(fp32), "--precision", "int8", "--out",
+                               str(tmp_path / "x"), *argv])
+        assert words in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_empty_set_and_other_size_are_refused_in_the_library(fp32, tmp_path):
     with pytest.raises(CalibrationError, match="empty"):
         calibrate(fp32, tmp_path / "a", CalibrationOptions(**FAST), clips=[], progress=False)

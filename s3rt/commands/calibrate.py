@@ -46,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int8-graphs", type=_names, default=("encoder", "mask_encoder"), metavar="G,G",
                         help="graphs that go INT8 (default encoder,mask_encoder)")
     parser.add_argument("--int8-ops", type=_names, default=("Conv", "ConvTranspose", "MatMul", "Gemm"), metavar="OP,OP",
-                        help="node types that go INT8 when they have a weight (default Conv,ConvTranspose,MatMul,Gemm)")
+                        help="node types that go INT8 (default Conv,ConvTranspose,MatMul,Gemm, taken only with a "
+                             "weight; also allowed: Add, MaxPool, AveragePool, GlobalAveragePool, Concat, Mul, Relu, "
+                             "Resize, which keep a convolutional trunk in int8)")
     parser.add_argument("--other-precision", choices=("fp16", "fp32"), default="fp16",
                         help="precision of the graphs an INT8 set does not quantize (default fp16)")
     parser.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="entropy",
@@ -54,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--qdq-outputs", action="store_true",
                         help="also quantize the INT8 ops' outputs (lets ONNX Runtime's CPU provider use its int8 "
                              "kernels; TensorRT does not need it)")
+    parser.add_argument("--int8-target", choices=("tensorrt", "cpu"), default="tensorrt",
+                        help="tensorrt (default): symmetric int8 activations, Q/DQ on inputs, as TensorRT wants; cpu: "
+                             "ONNX Runtime's x86 format (uint8 activations with zero points, Q/DQ everywhere it can), "
+                             "which its CPU int8 kernels need to beat FP32; TensorRT does not take it")
     parser.add_argument("--data-max", type=float, default=512.0,
                         help="FP16: keep in FP32 the nodes whose values go beyond this (default 512, AutoCast's)")
     parser.add_argument("--max-samples", type=int, default=32, metavar="N",
@@ -68,6 +74,7 @@ def main(args: argparse.Namespace) -> int:
     options = CalibrationOptions(
         precision=args.precision, int8_graphs=args.int8_graphs, int8_ops=args.int8_ops,
         other_precision=args.other_precision, method=args.method, qdq_outputs=args.qdq_outputs,
+        int8_target=args.int8_target,
         data_max=args.data_max, size=args.size, max_samples=args.max_samples, frames=args.frames)
     try:
         m = calibrate(args.export, args.out, options, clips=args.calib, progress=not args.quiet,
