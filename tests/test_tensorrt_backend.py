@@ -220,3 +220,17 @@ def test_the_tensorrt_backend_imports_neither_tensorrt_nor_onnx_nor_the_builder(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+@pytest.mark.skipif(has_tensorrt(), reason="TensorRT is installed here")
+def test_create_with_the_graph_set_checks_it_before_tensorrt(engine_dir, tmp_path, tmp_path_factory):
+    src = Path(shared_export(tmp_path_factory, "cutie-test").directory)
+    with pytest.raises(TensorRTUnavailable):  # the right graph set: every check passes, then TensorRT is needed
+        create_backend("tensorrt", graphs=src, engines=engine_dir, device="cuda")
+    other = tmp_path / "graphs"
+    shutil.copytree(src, other)
+    d = json.loads((other / "manifest.json").read_text())
+    d["graphs"]["encoder"]["sha256"] = "0" * 64  # as if the encoder had been re-exported
+    (other / "manifest.json").write_text(json.dumps(d))
+    with pytest.raises(EngineManifestError, match=r"changed since .*encoder.*s3rt build --graphs"):
+        create_backend("tensorrt", graphs=other, engines=engine_dir, device="cuda")
