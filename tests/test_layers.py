@@ -20,7 +20,7 @@ PACKAGE = Path(s3rt.__file__).resolve().parent
 ROOT = PACKAGE.parent
 # where each installed subpackage's sources live (package-dir in pyproject.toml)
 SOURCES = {"s3rt.export": ROOT / "export", "s3rt.calibration": ROOT / "calibration", "s3rt.training": ROOT / "training",
-           "s3rt.engines": ROOT / "engines"}
+           "s3rt.engines": ROOT / "engines", "s3rt.serving": ROOT / "serving"}
 
 # package -> packages it must never import (directly or lazily inside a function)
 ABOVE = ("s3rt.cli", "s3rt.commands", "s3rt.training")  # training: only its command imports it
@@ -43,7 +43,13 @@ FORBIDDEN = {
     # beside the runtime: runs the FP32 tracker and records its graph calls with parity's RecordingBackend
     "s3rt.calibration": ABOVE + ("s3rt.export", "s3rt.engines"),
     "s3rt.commands": ("s3rt.cli",),
+    # serving (the stream pool, the Triton model repository) sits beside parity, above the runtime
+    "s3rt.serving": ABOVE + ("s3rt.export", "s3rt.calibration", "s3rt.parity", "s3rt.engines"),
 }
+# nothing below serving imports it (the commands do)
+for _pkg in ("s3rt.io", "s3rt.metrics", "s3rt.model", "s3rt.graphs", "s3rt.engine_manifest", "s3rt.runtime",
+             "s3rt.export", "s3rt.engines", "s3rt.parity", "s3rt.calibration"):
+    FORBIDDEN[_pkg] = FORBIDDEN.get(_pkg, ABOVE) + ("s3rt.serving",)
 
 
 def _modules():

@@ -186,6 +186,21 @@ class Tracker:
         (0 = background) giving new objects or corrections; `objects` restricts which ids of
         the mask to use (default: every non-zero id). end=True skips memory updates."""
         timings: dict[str, float] = {}
+        steps = self.step_graphs(image, mask, objects, end=end, timings=timings)
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(self._run(*call, timings))
+        except StopIteration as done:
+            return done.value
+
+    def step_graphs(self, image, mask=None, objects=None, *, end: bool = False, timings: dict | None = None):
+        """`step` as a generator of graph calls, for callers that run the graphs themselves (the
+        stream pool batches the calls of several streams): it yields (graph, inputs), is sent
+        the outputs, and returns the TrackResult (StopIteration.value). Inputs are checked before
+        the first call, so a bad frame or mask raises before any state changes. Run it inside
+        torch.inference_mode()."""
+        timings = {} if timings is None else timings
         image = self._check_image(image)
         if mask is not None:
             mask, objects = self._check_mask(mask, objects, image.shape[-2:])
@@ -208,10 +223,10 @@ class Tracker:
         need_segment = mask is None or (bool(known) and set(objects) != known)
         update_sensory = since_mem in self.stagger and not end
 
-        enc = self._run("encoder", {"image": batch_image}, timings)
+        enc = yield "encoder", {"image": batch_image}
         prob = None
         if need_segment:
-            prob = self._segment(enc, update_sensory, timings)
+            prob = yield from self._segment(enc, update_sensory)
         if mask is not None:
             prob = self._merge_mask(prob, pad_divide_by(mask, self.cfg.pad_multiple)[0], objects)
         if prob is None:  # nothing to track yet: all background
@@ -223,7 +238,7 @@ class Tracker:
 
         wrote = False
         if is_mem_frame and self.object_ids:
-            self._add_memory(batch_image, enc, timings)
+            yield from self._add_memory(batch_image, enc)
             wrote = True
         return self._result(unpad(prob, pad), (h0, w0), wrote, timings)
 
@@ -238,28 +253,27 @@ class Tracker:
         timings[graph] = timings.get(graph, 0.0) + time.perf_counter() - t0
         return out
 
-    def _segment(self, enc, update_sensory, timings):
+    def _segment(self, enc, update_sensory):
         if not any(bool(b.valid.any()) for b in self.banks):
-            # stacklevel 4: past step() and torch's inference_mode wrapper, to the caller's line
-            warnings.warn("segmenting without any memory: give a mask first", stacklevel=4)
+            # stacklevel 5: past the generators, step() and torch's inference_mode wrapper, to the caller's line
+            warnings.warn("segmenting without any memory: give a mask first", stacklevel=5)
             return None
         b, n, _, h, w = self.sensory.shape
         mem_readout = torch.empty(b, n, self.cfg.embed_dim, h, w, device=self.device)
         for bank in self.banks:
-            out = self._run("readout", {"key": enc["key"], "selection": enc["selection"], **bank.memory_inputs()},
-                            timings)
+            out = yield "readout", {"key": enc["key"], "selection": enc["selection"], **bank.memory_inputs()}
             bank.update_usage(out["usage"])
             chunk = self.chunk_size if self.chunk_size > 0 else len(bank.object_ids)
             for start in range(0, len(bank.object_ids), chunk):
                 ids = bank.object_ids[start:start + chunk]
                 pos = [self.object_ids.index(o) for o in ids]
-                fused = self._run("fusion", {
+                fused = yield "fusion", {
                     "pix_feat": enc["pix_feat"], "readout": out["readout"][:, start:start + chunk],
                     "sensory": self.sensory[:, pos], "last_mask": self.last_mask[:, pos],
-                    "obj_memory": self.obj_memory[:, pos]}, timings)
+                    "obj_memory": self.obj_memory[:, pos]}
                 mem_readout[:, pos] = fused["memory_readout"].to(mem_readout.dtype)
-        dec = self._run("decoder", {"f8": enc["f8"], "f4": enc["f4"], "memory_readout": mem_readout,
-                                    "sensory": self.sensory}, timings)
+        dec = yield "decoder", {"f8": enc["f8"], "f4": enc["f4"], "memory_readout": mem_readout,
+                                "sensory": self.sensory}
         prob = dec["prob"].float()
         prob = (prob[0] + prob[1].flip(-1)) / 2 if self.flip_aug else prob[0]
         if update_sensory:
@@ -314,9 +328,9 @@ class Tracker:
             self.obj_memory = torch.cat([self.obj_memory, obj_mem], 1)
             self.last_mask = torch.cat([self.last_mask, last], 1)
 
-    def _add_memory(self, batch_image, enc, timings):
-        out = self._run("mask_encoder", {"image": batch_image, "pix_feat": enc["pix_feat"],
-                                         "sensory": self.sensory, "masks": self.last_mask}, timings)
+    def _add_memory(self, batch_image, enc):
+        out = yield "mask_encoder", {"image": batch_image, "pix_feat": enc["pix_feat"],
+                                     "sensory": self.sensory, "masks": self.last_mask}
         self.obj_memory += out["summaries"].float()  # running sums of summaries and area
         in_bank = {o for b in self.banks for o in b.object_ids}
         new_bucket = [o for o in self.object_ids if o not in in_bank]
