@@ -234,3 +234,10 @@ def test_create_with_the_graph_set_checks_it_before_tensorrt(engine_dir, tmp_pat
     (other / "manifest.json").write_text(json.dumps(d))
     with pytest.raises(EngineManifestError, match=r"changed since .*encoder.*s3rt build --graphs"):
         create_backend("tensorrt", graphs=other, engines=engine_dir, device="cuda")
+
+
+def test_stream_option(engine_dir):
+    b = make_backend(engine_dir)
+    assert b.stream_mode == "auto" and b._side_stream() is None  # CPU stand-in: no stream to change
+    with pytest.raises(ValueError, match="stream must be 'auto' or 'current'"):
+        CpuBackend(b.opened, device="cpu", stream="own")

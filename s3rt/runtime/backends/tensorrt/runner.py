@@ -6,7 +6,10 @@ outputs (PyTorch's caching allocator, on the same stream) with `set_tensor_addre
 input shapes only when the object count changed since that engine's last call, and enqueues
 `execute_async_v3` on `torch.cuda.current_stream()`. Nothing is copied to the host and nothing
 synchronizes, so the tracker's sequence of graphs (encoder, readout, fusion, decoder, mask
-encoder) runs back to back on one stream.
+encoder) runs back to back on one stream. When the caller is on the legacy default stream (handle
+0, PyTorch's default), on which TensorRT adds host synchronisations, the calls run on a stream of
+the backend's own instead, ordered with the caller's stream by events (stream="current" turns
+this off).
 
 The memory readout runs the project's fused CUDA kernel (`s3rt.runtime.readout_kernel.
 cuda_memory_readout`) on the same stream when its library is built (readout="auto" or
@@ -35,12 +38,17 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, engines: str | os.PathLike | TrtEngines, *, device: str | torch.device = "cuda",
-                 readout: str = "auto", cuda_graphs: bool = False, graphs: Manifest | None = None,
-                 check_graphs: bool = True, verify: bool = True):
+                 readout: str = "auto", cuda_graphs: bool = False, stream: str = "auto",
+                 graphs: Manifest | None = None, check_graphs: bool = True, verify: bool = True):
         """engines: a folder written by `s3rt build`, or an engine set already opened; device: a
         CUDA device; readout: 'auto' (the CUDA kernel when built, else the readout engine),
-        'cuda-kernel' or 'engine'; cuda_graphs: replay each graph call from a CUDA graph; graphs /
-        check_graphs / verify: see `load_engines`."""
+        'cuda-kernel' or 'engine'; cuda_graphs: replay each graph call from a CUDA graph; stream:
+        'current' (always PyTorch's current stream) or 'auto' (the current stream, unless that is the
+        legacy default stream, on which TensorRT synchronises the host: then a stream of the
+        backend's own, ordered with the caller's by events); graphs / check_graphs / verify: see
+        `load_engines`."""
+        if stream not in ("auto", "current"):
+            raise ValueError(f"stream must be 'auto' or 'current'; got {stream!r}")
         opened = engines if isinstance(engines, TrtEngines) else load_engines(
             engines, device=device, graphs=graphs, check_graphs=check_graphs, verify=verify)
         m = opened.manifest
@@ -51,6 +59,8 @@ class TensorRTBackend(Backend):
         self.objects = m.objects
         self.readout_impl = readout_choice(readout, *self._kernel_available())
         self.cuda_graphs = bool(cuda_graphs)
+        self.stream_mode = stream
+        self._stream = None
         self.shapes = ShapeState()
         self.book = CudaGraphBook()
         self._static: dict[tuple[str, int], tuple[dict, dict]] = {}
@@ -89,12 +99,42 @@ class TensorRTBackend(Backend):
                              f"{self.manifest.build_command(min_objects=min(lo, n), max_objects=max(hi, n))}")
         plan = BindingPlan.make(graph, in_specs, out_specs, n)
         with self._on_device():
-            if self.cuda_graphs:
-                return self._run_captured(graph, plan, inputs)
-            feeds = {b.name: self._prepare(graph, b.name, inputs[b.name]) for b in plan.inputs}
-            outs = self._allocate(graph, plan)
-            self._enqueue(graph, plan, feeds, outs)
-            return self._results(outs)
+            side = self._side_stream()
+            if side is None:
+                return self._call(graph, plan, inputs)
+            # the caller is on the legacy default stream, on which TensorRT adds host synchronisations:
+            # run on our own stream, ordered after the caller's work and before its next (events only)
+            current = torch.cuda.current_stream(self.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):
+                out = self._call(graph, plan, inputs)
+            for t in inputs.values():
+                if isinstance(t, torch.Tensor) and t.device.type == "cuda":
+                    t.record_stream(side)  # allocated on the caller's stream, read on ours
+            for t in out.values():
+                t.record_stream(current)  # allocated on ours, read on the caller's
+            current.wait_stream(side)
+            return out
+
+    def _call(self, graph: str, plan: BindingPlan, inputs: dict) -> dict[str, torch.Tensor]:
+        if self.cuda_graphs:
+            return self._run_captured(graph, plan, inputs)
+        feeds = {b.name: self._prepare(graph, b.name, inputs[b.name]) for b in plan.inputs}
+        outs = self._allocate(graph, plan)
+        self._enqueue(graph, plan, feeds, outs)
+        return self._results(outs)
+
+    def _side_stream(self):
+        """None: run on PyTorch's current stream (stream='current', or the caller chose a stream);
+        else this backend's own stream (stream='auto' and the caller is on the legacy default
+        stream, handle 0)."""
+        if self.stream_mode == "current" or self.device.type != "cuda":
+            return None
+        if torch.cuda.current_stream(self.device).cuda_stream != 0:
+            return None
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        return self._stream
 
     def _on_device(self):
         """TensorRT runs on the current CUDA device: make it ours for the call."""
