@@ -51,14 +51,27 @@ step() {
   tail -n 3 "$OUT/$name.log"
 }
 
-# s3rt importable from this checkout (the device machine has no package index: no dependencies fetched)
+# s3rt importable from this checkout (the device machine has no package index: nothing is fetched).
+# First an editable install without dependencies; if that is impossible, a symlinked overlay that
+# puts export/, calibration/, training/ and engines/ inside the package, as pyproject's package-dir does.
+how="already importable"
 if ! "$PY" -c "import s3rt.engines" >/dev/null 2>&1; then
-  "$PY" -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 \
-    || echo "s3rt could not be installed (see install.log); the steps below will fail" | tee -a "$OUT/install.log"
+  if "$PY" -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 \
+      && "$PY" -c "import s3rt.engines" >/dev/null 2>&1; then
+    how="pip install -e . (no dependencies)"
+  else
+    mkdir -p "$WORK/overlay"
+    cp -rs "$ROOT/s3rt" "$WORK/overlay/s3rt"
+    for sub in export calibration training engines; do ln -sfn "$ROOT/$sub" "$WORK/overlay/s3rt/$sub"; done
+    export PYTHONPATH="$WORK/overlay${PYTHONPATH:+:$PYTHONPATH}"
+    how="symlinked overlay on PYTHONPATH (pip install failed: see install.log)"
+  fi
 fi
 
 {
   echo "# GPU check: $gpu"
+  echo
+  echo "s3rt: $how."
   echo
   echo "Run $(date -u +%Y-%m-%dT%H:%M:%SZ) from commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo ' (with local changes)')."
   echo
