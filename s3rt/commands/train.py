@@ -86,8 +86,8 @@ def _config_from_args(args):
             raise UserError(f"--frames must be at least 2, got {args.frames}")
         clip = ClipSpec(**{**clip.__dict__, "num_frames": args.frames})
     if args.size is not None:
-        if args.size < 64 or args.size % 32:
-            raise UserError(f"--size must be a multiple of 32 and at least 64, got {args.size}")
+        if args.size < 32 or args.size % 32:
+            raise UserError(f"--size must be a positive multiple of 32, got {args.size}")
         clip = ClipSpec(**{**clip.__dict__, "size": args.size})
     changes["clip"] = clip
     changes["num_points"] = args.num_points if args.num_points is not None else clip.size * clip.size // 4
