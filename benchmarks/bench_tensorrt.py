@@ -98,18 +98,20 @@ def main(argv=None) -> int:
               f"s3rt {__version__}; {args.preset} at {padded[0]}x{padded[1]}, {args.objects} objects, "
               f"{args.frames} timed frames after {args.warmup} warm-up; export {export_s:.0f} s, engine build "
               f"{build_s:.0f} s; engines: {backend.manifest.describe()}; readout: {backend.readout_impl}"
-              + (", CUDA graphs" if args.cuda_graphs else "") + "; per-graph times are means per frame with "
+              + (", CUDA graphs" if args.cuda_graphs else "") + "; per-graph times are per frame (summed over the graph's calls in it), with "
               "synchronisation around each graph (so they add up to more than the frame time without it)")
-    cols = ["backend", "frame p50 ms", "frame p99 ms", "fps"] + [f"{g} ms" for g in GRAPHS]
+    cols = ["backend", "frame p50 ms", "frame p99 ms", "fps"] + [f"{g} p50 / p99 ms" for g in GRAPHS]
     rows = []
     for name, (desc, per_frame, stages) in results.items():
         rows.append([name, f"{np.percentile(per_frame, 50):.2f}", f"{np.percentile(per_frame, 99):.2f}",
                      f"{1000 / per_frame.mean():.1f}"]
-                    + [f"{np.mean(stages[g]):.2f}" if stages[g] else "-" for g in GRAPHS])
+                    + [f"{np.percentile(stages[g], 50):.2f} / {np.percentile(stages[g], 99):.2f}" if stages[g] else "-"
+                       for g in GRAPHS])
     t, r = results["torch"][1], results["tensorrt"][1]
     rows.append(["torch / tensorrt", f"{np.percentile(t, 50) / np.percentile(r, 50):.2f}x",
-                 f"{np.percentile(t, 99) / np.percentile(r, 99):.2f}x", ""]
-                + [f"{np.mean(results['torch'][2][g]) / np.mean(results['tensorrt'][2][g]):.2f}x"
+                 f"{np.percentile(t, 99) / np.percentile(r, 99):.2f}x",
+                 f"{r.mean() and t.mean() / r.mean():.2f}x"]
+                + [f"{np.percentile(results['torch'][2][g], 50) / np.percentile(results['tensorrt'][2][g], 50):.2f}x"
                    if results["torch"][2][g] and results["tensorrt"][2][g] else "-" for g in GRAPHS])
     table = "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
                       + ["| " + " | ".join(row) + " |" for row in rows])
