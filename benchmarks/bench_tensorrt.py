@@ -99,7 +99,8 @@ def main(argv=None) -> int:
               f"{args.frames} timed frames after {args.warmup} warm-up; export {export_s:.0f} s, engine build "
               f"{build_s:.0f} s; engines: {backend.manifest.describe()}; readout: {backend.readout_impl}"
               + (", CUDA graphs" if args.cuda_graphs else "") + "; per-graph times are per frame (summed over "
-              "the graph's calls in it), with synchronisation around each graph (so they add up to more than the frame time without it)")
+              "the graph's calls in it), with synchronisation around each graph (so they add up to more than the "
+              "frame time without it)")
     cols = ["backend", "frame p50 ms", "frame p99 ms", "fps"] + [f"{g} p50 / p99 ms" for g in GRAPHS]
     rows = []
     for name, (desc, per_frame, stages) in results.items():
