@@ -22,7 +22,20 @@ import pytest
 from conftest import REPO, SHARED
 
 CHECKER = REPO / "tests" / "trt_stubs" / "api_check.py"
-SOURCES = [REPO / "s3rt", REPO / "engines", REPO / "export", REPO / "calibration"]
+
+
+def _package_sources() -> list[Path]:
+    """Every folder pyproject.toml installs as part of s3rt (package-dir): the code users can reach."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        return [REPO / d for d in ("s3rt", "engines", "export", "calibration", "serving", "training")
+                if (REPO / d).is_dir()]
+    dirs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+    return sorted({REPO / d for d in dirs if (REPO / d).is_dir()})
+
+
+SOURCES = _package_sources()
 DUMPS = {10: SHARED / "reference" / "tensorrt_api" / "tensorrt-10.16.1.11.json",
          11: SHARED / "reference" / "tensorrt_api" / "tensorrt-11.4.0.106.json"}
 BINDINGS = os.environ.get("S3RT_TRT_BINDINGS")
@@ -116,6 +129,7 @@ def test_every_tensorrt_name_in_s3rt_exists_in_the_real_bindings(major, snippets
     assert not missing, f"the checker did not reach {missing}"
     files = {Path(f).name for f in report["files"]}
     assert {"builder.py", "loader.py", "runner.py"} <= files
+    assert {REPO / "s3rt", REPO / "engines", REPO / "export"} <= set(SOURCES)
 
 
 @pytest.mark.parametrize("major", [10, 11])
