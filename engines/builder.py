@@ -3,7 +3,7 @@ around it (options, profiles, the manifest, trtexec lines) is plain Python elsew
 
 Written against the TensorRT Python API directly (not Polygraphy's loaders) so that every
 TensorRT name s3rt calls is in this file and the runtime's, where the API conformance test
-(tests/test_tensorrt_api.py) checks each one against the real 10.x and 11.x bindings, and so
+(tests/test_tensorrt_api.py) checks each one against the real 10.3, 10.16 and 11.4 bindings, and so
 that the version gates are explicit:
 
 - 10.x: networks are made strongly typed with NetworkDefinitionCreationFlag.STRONGLY_TYPED
@@ -11,8 +11,12 @@ that the version gates are explicit:
   either version.
 - 11.x: every network is strongly typed; the flag is documented as ignored, so it is not set.
 
+- 10.3 to 10.8 have no HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY: --hardware-compat
+  same-cc is refused there (10.9 and later, and 11.x, have it).
+
 Conventions the conformance test relies on: the module is always called `trt`, the version
-gate is `major` compared with an int, and TensorRT objects are bound to plain names.
+gates are `major` compared with an int and `version` ((major, minor)) compared with a tuple,
+and TensorRT objects are bound to plain names.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ def tensorrt_major(trt) -> int:
     return int(str(trt.__version__).split(".")[0])
 
 
+def tensorrt_version(trt) -> tuple[int, int]:
+    major, minor = str(trt.__version__).split(".")[:2]
+    return int(major), int(minor)
+
+
 class EngineBuilder:
     """One builder, logger and timing cache for a whole graph set."""
 
@@ -32,6 +41,7 @@ class EngineBuilder:
         self.options = options
         major = tensorrt_major(trt)
         self.major = major
+        self.trt_version = tensorrt_version(trt)
         self.version = str(trt.__version__)
         self.logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
         try:
@@ -74,7 +84,12 @@ class EngineBuilder:
         if self.options.hardware_compat == "ampere+":
             config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
         elif self.options.hardware_compat == "same-cc":
-            config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+            version = self.trt_version
+            if version < (10, 9):
+                raise BuildError(f"--hardware-compat same-cc needs TensorRT 10.9 or later; this is TensorRT "
+                                 f"{trt.__version__}: use --hardware-compat ampere+ or none")
+            else:
+                config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
         if self.options.version_compat:
             config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
         if not self.options.tf32:

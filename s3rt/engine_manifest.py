@@ -29,7 +29,8 @@ ENGINE_MANIFEST_NAME = "engines.json"
 FORMAT = "s3rt-engines"
 FORMAT_VERSION = 1
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")  # TensorRT's NONE, AMPERE_PLUS, SAME_COMPUTE_CAPABILITY
-INSTALL_HINT = ("install TensorRT 10.x or 11.x for your CUDA (e.g. `pip install tensorrt` for 11.x, "
+MIN_TENSORRT = (10, 3)  # the oldest 10.x whose Python API has everything s3rt calls (JetPack 6.2 ships 10.3)
+INSTALL_HINT = ("install TensorRT 10.3+ or 11.x for your CUDA (e.g. `pip install tensorrt` for 11.x, "
                 "`pip install tensorrt-cu12==10.*` for 10.x) on a machine with an NVIDIA GPU")
 
 
@@ -52,9 +53,9 @@ def import_tensorrt():
     if not isinstance(version, str):
         raise TensorRTUnavailable(f"the installed `tensorrt` module has no __version__ (a placeholder package?): "
                                   f"{INSTALL_HINT}")
-    major = parse_version(version)[0]
-    if major not in (10, 11):
-        raise TensorRTUnavailable(f"TensorRT {version} is installed; s3rt supports TensorRT 10.x and 11.x: "
+    v = parse_version(version)
+    if not MIN_TENSORRT <= v[:2] < (12, 0):
+        raise TensorRTUnavailable(f"TensorRT {version} is installed; s3rt supports TensorRT 10.3 to 11.x: "
                                   f"{INSTALL_HINT}")
     return tensorrt
 

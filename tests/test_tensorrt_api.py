@@ -2,9 +2,10 @@
 passed, in the version it is used with (tests/trt_stubs/api_check.py reads the code; no
 hand-kept list).
 
-- Against the real 10.x and 11.x Python bindings, imported with stub native libraries
-  (tests/trt_stubs/setup.sh DEST; then S3RT_TRT_BINDINGS=DEST). CI sets that up and sets
-  S3RT_REQUIRE_TRT_BINDINGS=1, so there a missing setup fails instead of skipping.
+- Against the real Python bindings of TensorRT 10.3 (the oldest s3rt supports), 10.16 and 11.4,
+  imported with stub native libraries (tests/trt_stubs/setup.sh DEST; then S3RT_TRT_BINDINGS=DEST).
+  CI sets that up and sets S3RT_REQUIRE_TRT_BINDINGS=1, so there a missing setup fails instead of
+  skipping.
 - Against the member-list dumps in ../shared/reference/tensorrt_api/ (names only), everywhere.
 - And the checker itself: a misspelt name, a flag removed in 11.x used on 11.x, a wrong argument
   count and an assignment to a read-only property are each reported.
@@ -40,6 +41,8 @@ DUMPS = {10: SHARED / "reference" / "tensorrt_api" / "tensorrt-10.16.1.11.json",
          11: SHARED / "reference" / "tensorrt_api" / "tensorrt-11.4.0.106.json"}
 BINDINGS = os.environ.get("S3RT_TRT_BINDINGS")
 REQUIRED = os.environ.get("S3RT_REQUIRE_TRT_BINDINGS") == "1"
+
+VERSIONS = ["10.3", "10.16", "11.4"]  # the labels tests/trt_stubs/setup.sh installs
 
 # what a clean run must have reached, so that a checker that silently stopped typing is noticed
 MUST_REACH = {
@@ -80,7 +83,7 @@ def _load_checker():
 api_check = _load_checker()
 
 
-def _real_reports(major: int, groups) -> list[dict]:
+def _real_reports(label: str, groups) -> list[dict]:
     """One subprocess per version (importing two TensorRT versions in one process is impossible):
     one report per group of paths."""
     if not BINDINGS:
@@ -88,7 +91,7 @@ def _real_reports(major: int, groups) -> list[dict]:
             pytest.fail("S3RT_REQUIRE_TRT_BINDINGS=1 but S3RT_TRT_BINDINGS is not set: run tests/trt_stubs/setup.sh")
         pytest.skip("TensorRT bindings with stub libraries not set up (tests/trt_stubs/setup.sh DEST, then "
                     "S3RT_TRT_BINDINGS=DEST); CI runs this")
-    root = Path(BINDINGS) / str(major)
+    root = Path(BINDINGS) / label
     if not (root / "site" / "tensorrt_bindings").is_dir():
         pytest.fail(f"{root}/site has no tensorrt_bindings: run tests/trt_stubs/setup.sh {BINDINGS}")
     env = {**os.environ, "LD_LIBRARY_PATH": str(root / "lib"), "PYTHONPATH": str(root / "site")}
@@ -110,19 +113,20 @@ def snippets(tmp_path_factory):
 _CACHE = {}
 
 
-def _real(major: int, which: str, snippets) -> dict:
-    """The report for 'sources', 'bad' or 'untyped' under TensorRT `major` (one run per version)."""
-    if major not in _CACHE:
-        _CACHE[major] = dict(zip(("sources", "bad", "untyped"),
-                                 _real_reports(major, [SOURCES, [snippets / "bad.py"], [snippets / "untyped.py"]])))
-    return _CACHE[major][which]
+def _real(label: str, which: str, snippets) -> dict:
+    """The report for 'sources', 'bad' or 'untyped' under TensorRT `label` (one run per version)."""
+    if label not in _CACHE:
+        _CACHE[label] = dict(zip(("sources", "bad", "untyped"),
+                                 _real_reports(label, [SOURCES, [snippets / "bad.py"], [snippets / "untyped.py"]])))
+    return _CACHE[label][which]
 
 
 # ---------------------------------------------------------------------- the real bindings
-@pytest.mark.parametrize("major", [10, 11])
-def test_every_tensorrt_name_in_s3rt_exists_in_the_real_bindings(major, snippets):
-    report = _real(major, "sources", snippets)
-    assert report["version"].startswith(f"{major}.")
+@pytest.mark.parametrize("label", VERSIONS)
+def test_every_tensorrt_name_in_s3rt_exists_in_the_real_bindings(label, snippets):
+    report = _real(label, "sources", snippets)
+    major = int(label.split(".")[0])
+    assert report["version"].startswith(f"{label}.")
     assert report["errors"] == [], "\n".join(report["errors"])
     assert report["untyped"] == [], "\n".join(report["untyped"])
     missing = MUST_REACH[major] - set(report["checked"])
@@ -132,9 +136,10 @@ def test_every_tensorrt_name_in_s3rt_exists_in_the_real_bindings(major, snippets
     assert {REPO / "s3rt", REPO / "engines", REPO / "export"} <= set(SOURCES)
 
 
-@pytest.mark.parametrize("major", [10, 11])
-def test_the_real_bindings_catch_wrong_names_removed_flags_and_arguments(major, snippets):
-    errors = "\n".join(_real(major, "bad", snippets)["errors"])
+@pytest.mark.parametrize("label", VERSIONS)
+def test_the_real_bindings_catch_wrong_names_removed_flags_and_arguments(label, snippets):
+    major = int(label.split(".")[0])
+    errors = "\n".join(_real(label, "bad", snippets)["errors"])
     assert "create_netwrok" in errors
     assert "BuilderFlg" in errors
     assert "ignore_mismatch" in errors
@@ -179,9 +184,9 @@ def run(contexts, graph, stream):
 '''
 
 
-@pytest.mark.parametrize("major", [10, 11])
-def test_a_tensorrt_call_the_check_cannot_reach_is_reported(major, snippets):
-    report = _real(major, "untyped", snippets)
+@pytest.mark.parametrize("label", VERSIONS)
+def test_a_tensorrt_call_the_check_cannot_reach_is_reported(label, snippets):
+    report = _real(label, "untyped", snippets)
     assert len(report["untyped"]) == 1 and ":4: context.execute_async_v3()" in report["untyped"][0]
     assert "IExecutionContext.execute_async_v3()" in report["checked"]
 
@@ -211,3 +216,6 @@ def test_version_gates_are_evaluated():
     gate = lambda text: checker.gate(ast.parse(text, mode="eval").body)  # noqa: E731
     assert gate("major >= 11") is True and gate("major < 11") is False and gate("self.major == 10") is False
     assert gate("not major < 11") is True and gate("major >= 11 and flag") is None and gate("flag") is None
+    checker = api_check.Checker(api=None, major=(10, 8), report=api_check.Report("10.8"))
+    gate = lambda text: checker.gate(ast.parse(text, mode="eval").body)  # noqa: E731
+    assert gate("version < (10, 9)") is True and gate("self.version >= (10,)") is True and gate("major < 11") is True

@@ -198,3 +198,24 @@ def test_the_whole_build_through_the_real_builder_class(graphs, tmp_path):
     assert m.tensorrt_version == "10.16.1.11" and m.options["tensorrt_major"] == 10
     assert (tmp_path / "t.cache").read_bytes() == b"|tuned"
     assert sorted(p.name for p in Path(tmp_path / "e").iterdir())[0] == "decoder.engine"
+
+
+def test_same_cc_needs_tensorrt_10_9(graphs):
+    b = EngineBuilder(fake_trt("10.8.0.43"), BuildOptions(hardware_compat="same-cc"))
+    with pytest.raises(BuildError, match="same-cc needs TensorRT 10.9 or later; this is TensorRT 10.8.0.43"):
+        b.build(str(graphs.graph_path("encoder")), plan_profiles(graphs, (1, 1, 1))["encoder"])
+
+
+def test_tensorrt_versions_outside_the_supported_range_are_refused(monkeypatch):
+    import sys
+    import types
+
+    from s3rt.engine_manifest import TensorRTUnavailable, import_tensorrt
+
+    for version, ok in (("10.2.0", False), ("10.3.0", True), ("11.4.0.106", True), ("12.0.0", False)):
+        monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=version))
+        if ok:
+            assert import_tensorrt().__version__ == version
+        else:
+            with pytest.raises(TensorRTUnavailable, match="supports TensorRT 10.3 to 11.x"):
+                import_tensorrt()

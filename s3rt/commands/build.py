@@ -1,6 +1,6 @@
 """Build TensorRT engines from a graph set (a folder with manifest.json written by `s3rt export`,
 or FP16 / INT8 graphs from calibration) on this machine's GPU: one engine per graph, strongly
-typed (the graphs' types decide the precision; TensorRT 10.x and 11.x), an optimization profile
+typed (the graphs' types decide the precision; TensorRT 10.3+ and 11.x), an optimization profile
 over the object axis (--min/--opt/--max-objects), and engines.json beside them (TensorRT
 version, GPU and compute capability, compatibility settings, the graph set's hashes, precision
 per graph, profile, options, build time), which the tensorrt backend checks before it loads them.

@@ -14,8 +14,9 @@ The names are found by reading the code (ast), not from a hand-kept list:
   signatures (positional count, keyword names, required parameters); every attribute assigned
   must be a writable property;
 - version gates `if major >= 11:` / `if major < 11:` (a name or attribute `major` compared with
-  an int) are evaluated for the version checked, so a branch is checked only against the
-  versions it runs on.
+  an int) and `if version < (10, 9):` (a name or attribute `version` compared with a tuple of
+  ints: (major, minor)) are evaluated for the version checked, so a branch is checked only
+  against the versions it runs on.
 
 Usage: python api_check.py [--dump FILE.json] [--major N] [--verbose] [--json] PATH... [:: PATH...]
 (without --dump it imports `tensorrt_bindings`; `::` separates groups of paths checked as separate
@@ -291,9 +292,11 @@ class Report:
 
 
 class Checker:
-    def __init__(self, api, major: int, report: Report):
+    def __init__(self, api, major, report: Report):
+        """major: the major version, or (major, minor) for `version` gates too."""
         self.api = api
-        self.major = major
+        self.version = tuple(major) if isinstance(major, (tuple, list)) else None
+        self.major = self.version[0] if self.version else major
         self.r = report
         self.where = ""
 
@@ -306,6 +309,15 @@ class Checker:
             value = test.comparators[0].value
             if is_major and isinstance(value, int) and type(test.ops[0]) in _CMP:
                 return _CMP[type(test.ops[0])](self.major, value)
+        if isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.comparators[0], ast.Tuple):
+            left = test.left
+            is_version = (isinstance(left, ast.Name) and left.id == "version") or \
+                         (isinstance(left, ast.Attribute) and left.attr == "version")
+            elts = test.comparators[0].elts
+            if is_version and self.version and all(isinstance(e, ast.Constant) and isinstance(e.value, int)
+                                                   for e in elts) and type(test.ops[0]) in _CMP:
+                value = tuple(e.value for e in elts)
+                return _CMP[type(test.ops[0])](self.version[:len(value)], value)
         if isinstance(test, ast.BoolOp):
             vals = [self.gate(v) for v in test.values]
             if isinstance(test.op, ast.And):
@@ -601,7 +613,8 @@ def main(argv=None) -> int:
         import tensorrt_bindings
 
         api = RealAPI(tensorrt_bindings)
-    major = args.major or int(api.version.split(".")[0])
+    parts = [int(x) for x in re.findall(r"\d+", api.version)[:2]]
+    major = (args.major, 0) if args.major else tuple(parts)
     groups, cur = [], []
     for p in args.paths:
         if p == "::":

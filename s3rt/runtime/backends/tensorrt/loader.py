@@ -5,7 +5,7 @@ a PyTorch CUDA tensor (PyTorch owns the CUDA context, streams and memory; no cud
 pycuda is used).
 
 The TensorRT calls live in `deserialize`; the API conformance test checks each name against the
-real 10.x and 11.x bindings (the module is `trt`, TensorRT objects bound to plain names).
+real 10.3, 10.16 and 11.4 bindings (the module is `trt`, TensorRT objects bound to plain names).
 """
 
 from __future__ import annotations
