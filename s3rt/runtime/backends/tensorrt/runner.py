@@ -81,13 +81,14 @@ class TensorRTBackend(Backend):
                 f"{self.spec.describe()}, readout: {self.readout_impl}{graphs}")
 
     def check_stream(self, *, padded_size, batch: int, num_objects: int, memory_tokens: int) -> None:
+        # the graph set's limits first (their fix is a new export), then the engines' object profile
+        super().check_stream(padded_size=padded_size, batch=batch, num_objects=num_objects,
+                             memory_tokens=memory_tokens)
         lo, _, hi = self.objects
         if not lo <= num_objects <= hi:
             fix = self.manifest.build_command(min_objects=min(lo, num_objects), max_objects=max(hi, num_objects))
             raise ValueError(f"this stream has {num_objects} objects, but the engines in {self.source} were built for "
                              f"{lo}..{hi}: {fix}")
-        super().check_stream(padded_size=padded_size, batch=batch, num_objects=num_objects,
-                             memory_tokens=memory_tokens)
 
     # ---- running -------------------------------------------------------------------------------
     def _run(self, graph: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
