@@ -20,6 +20,8 @@ GRU, the summarizer or the prediction head); the rest of the graph stays as it w
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -125,17 +127,27 @@ def quantize(model: onnx.ModelProto, samples: list[dict], nodes: list[str], *, m
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's advice to pre-process goes to the root logger
+    try:
+        return _quantize_in(model, samples, workdir, input_names, op_arg, quantize_nodes, exclude_arg, act_type, calib,
+                            extra)
+    finally:
+        root.setLevel(level)
+
+
+def _quantize_in(model, samples, workdir, input_names, op_arg, quantize_nodes, exclude_arg, act_type, calib, extra):
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".s3rt-int8-") as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         large = model.ByteSize() > 1_800_000_000
         onnx.save(model, src, save_as_external_data=large)
-        quantize_static(str(src), str(dst), _Reader(samples, input_names), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=op_arg, nodes_to_quantize=quantize_nodes, nodes_to_exclude=exclude_arg,
-                        per_channel=True, reduce_range=False, activation_type=act_type, weight_type=QuantType.QInt8,
-                        calibrate_method=calib, use_external_data_format=large, extra_options=extra)
-        out = onnx.load(str(dst))
-    root.setLevel(level)
-    return out
+        with contextlib.redirect_stdout(io.StringIO()):  # the entropy calibrator prints its progress
+            quantize_static(str(src), str(dst), _Reader(samples, input_names), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=op_arg, nodes_to_quantize=quantize_nodes,
+                            nodes_to_exclude=exclude_arg, per_channel=True, reduce_range=False,
+                            activation_type=act_type, weight_type=QuantType.QInt8, calibrate_method=calib,
+                            use_external_data_format=large, extra_options=extra)
+        return onnx.load(str(dst))
 
 
 def qdq_summary(model: onnx.ModelProto) -> dict:

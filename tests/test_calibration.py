@@ -205,3 +205,14 @@ def test_old_fp32_manifests_read_unchanged(fp32):
     assert "derived_from" not in raw and "kept_fp32" not in raw["graphs"]["encoder"]
     m = load_manifest(fp32)
     assert m.derived_from is None and not m.is_derived and m.graphs["encoder"].kept_fp32 is None
+
+
+def test_one_onnxruntime_distribution_in_this_venv():
+    """pyproject names one ONNX Runtime distribution per platform (onnxruntime-gpu on Linux
+    x86-64): two packages providing onnxruntime/ in one venv overwrite each other's files."""
+    from importlib import metadata
+
+    owners = sorted({d.metadata["Name"] for d in metadata.distributions()
+                     if any(str(f).replace("\\", "/") == "onnxruntime/__init__.py" for f in (d.files or []))})
+    assert len(owners) == 1, (f"packages providing onnxruntime/: {owners}; keep one: pip uninstall -y {' '.join(owners)} "
+                              "and pip install -e '.[onnx]'")
