@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", metavar="DIR", help="ground-truth id masks (PNGs named like the frames) for J&F")
     parser.add_argument("--backend", choices=graph_backends(), default="onnxruntime",
                         help="the backend to check (one that runs a graph set); default onnxruntime")
+    parser.add_argument("--engines", metavar="DIR",
+                        help="with --backend tensorrt: the engine set (s3rt build) built from --export")
     parser.add_argument("--providers", default="CPUExecutionProvider",
                         help="comma-separated ONNX Runtime execution providers (default: CPUExecutionProvider)")
     parser.add_argument("--strict-providers", action="store_true",
@@ -43,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def graph_backends() -> tuple[str, ...]:
     from s3rt.runtime.backends import BACKENDS
 
-    return tuple(name for name, e in BACKENDS.items() if e.needs == "graphs")
+    return tuple(name for name, e in BACKENDS.items() if e.needs != "model")
 
 
 def read_gt(gt_dir, names, count):
@@ -82,7 +84,12 @@ def main(args: argparse.Namespace) -> int:
         options = ParityOptions(max_frames=args.frames, tolerance=args.tolerance,
                                 graph_tolerance=args.graph_tolerance, capture_frames=args.capture_frames,
                                 size=args.size, progress=not args.quiet and sys.stderr.isatty())
-        backend_options = {"providers": args.providers.split(","), "strict_providers": args.strict_providers}
+        if args.backend == "tensorrt":
+            if not args.engines:
+                raise UserError("--backend tensorrt needs --engines DIR (made by `s3rt build --graphs EXPORT`)")
+            backend_options = {"engines": args.engines}
+        else:
+            backend_options = {"providers": args.providers.split(","), "strict_providers": args.strict_providers}
         report = run_parity(args.export, source, mask, gt_masks=gt, checkpoint=args.checkpoint, backend=args.backend,
                             backend_options=backend_options, options=options)
     except (InputError, ValueError, FileNotFoundError) as e:

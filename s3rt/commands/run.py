@@ -88,7 +88,10 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the random weights when no checkpoint is given")
     g.add_argument("--backend", choices=tuple(BACKENDS), default="torch",
                    help="; ".join(f"{e.name}: {e.about}" for e in BACKENDS.values()) + " (default torch)")
-    g.add_argument("--export", metavar="DIR", help="a graph set (s3rt export) for the backends that run one")
+    g.add_argument("--export", metavar="DIR",
+                   help="a graph set (s3rt export, s3rt calibrate) for --backend onnxruntime; with --backend "
+                        "tensorrt, optional: the graph set the engines must have been built from")
+    g.add_argument("--engines", metavar="DIR", help="an engine set (s3rt build) for --backend tensorrt")
     g.add_argument("--device", default="cpu", type=_device, help="cpu, cuda or cuda:N (default cpu)")
     g.add_argument("--fp16", action="store_true", help="FP16 autocast (torch backend on CUDA)")
     g.add_argument("--providers", default="CPUExecutionProvider",
@@ -128,9 +131,16 @@ def check_tracker_arguments(args) -> None:
         index = int(args.device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise UserError(f"--device {args.device}, but there are {torch.cuda.device_count()} CUDA device(s)")
-    if BACKENDS[args.backend].needs == "graphs":
-        if not args.export:
-            raise UserError(f"--backend {args.backend} needs --export DIR (made by `s3rt export`)")
+    needs = BACKENDS[args.backend].needs
+    engines = getattr(args, "engines", None)
+    if needs == "engines" and not engines:
+        raise UserError(f"--backend {args.backend} needs --engines DIR (made by `s3rt build`)")
+    if needs == "graphs" and not args.export:
+        raise UserError(f"--backend {args.backend} needs --export DIR (made by `s3rt export`)")
+    if engines and needs != "engines":
+        raise UserError(f"--engines is an engine set, which the {args.backend} backend does not run: drop --engines "
+                        "or choose --backend tensorrt")
+    if needs != "model":
         if args.checkpoint or args.fp16:
             raise UserError(f"--backend {args.backend} runs the weights inside --export {args.export}; drop "
                             f"{'--checkpoint' if args.checkpoint else '--fp16'}")
@@ -151,12 +161,14 @@ def make_tracker(args, profile: bool = False):
                    use_long_term=args.long_term, chunk_size=args.chunk_size,
                    resize_antialias=getattr(args, "resize_antialias", True), profile=profile)
     try:
-        if BACKENDS[args.backend].needs == "graphs":
+        if BACKENDS[args.backend].needs != "model":
             import torch
             torch.set_num_threads(1)  # the graph runtime owns the cores; idle torch threads would compete
             backend_options = {}
             if args.backend == "onnxruntime":
                 backend_options = {"providers": args.providers.split(","), "strict_providers": args.strict_providers}
+            if BACKENDS[args.backend].needs == "engines":
+                backend_options = {"engines": args.engines}
             tracker = Tracker(backend=args.backend, graphs=args.export, device=args.device, **backend_options,
                               **options)
             name = tracker.backend.model_config.name
