@@ -1,7 +1,8 @@
 """Export the network as five ONNX graphs (docs/architecture.md, "The graphs").
 
 One export is one `GraphSetSpec` (s3rt.graphs.spec): one padded resolution H x W, one batch (1,
-or 2 with flip augmentation) and one memory capacity M = max_mem_frames * (H/16) * (W/16)
+or 2 with flip augmentation; with max_streams > 1 a dynamic axis `batch` in 1..max_batch, for the
+stream pool) and one memory capacity M = max_mem_frames * (H/16) * (W/16)
 (+ long-term tokens) with a valid mask; the object axis `num_objects` is dynamic in
 1..max_objects.
 
@@ -47,6 +48,7 @@ from s3rt.export.substitutions import export_substitutions
 from s3rt.graphs import (GRAPHS, MANIFEST_NAME, OBJECT_AXIS, GraphEntry, GraphSetSpec, Manifest, ManifestError,
                          SpecError, TensorInfo, checkpoint_label, config_to_dict, example_inputs, graph_io,
                          load_manifest)
+from s3rt.graphs.contracts import BATCH_AXIS
 from s3rt.graphs.modules import graph_module
 from s3rt.io.atomic import FILE_MODE  # the mode atomic_write gives files (0o666 minus the umask)
 from s3rt.model.checkpoint import file_sha256
@@ -121,16 +123,31 @@ def _quiet_exporter():
             lg.setLevel(lv)
 
 
-def _dynamic_spec(inputs: list[TensorInfo], max_objects: int):
-    if max_objects < 2:
+def _dynamic_spec(inputs: list[TensorInfo], max_objects: int, max_batch: int = 1):
+    """dynamic_shapes for torch.export: the object axis (axis 1) when max_objects > 1, and the batch
+    axis (axis 0) when the spec's graph batch is dynamic (max_batch > 1 with BATCH_AXIS shapes)."""
+    obj = torch.export.Dim(OBJECT_AXIS, min=1, max=max_objects) if max_objects >= 2 else None
+    bat = torch.export.Dim(BATCH_AXIS, min=1, max=max_batch) if max_batch >= 2 else None
+    shapes = {}
+    for t in inputs:
+        axes = {}
+        if obj is not None and OBJECT_AXIS in map(str, t.shape):
+            axes[1] = obj
+        if bat is not None and str(t.shape[0]) == BATCH_AXIS:
+            axes[0] = bat
+        shapes[t.name] = axes or None
+    if not any(shapes.values()):
         return None, None
-    dim = torch.export.Dim(OBJECT_AXIS, min=1, max=max_objects)
-    shapes = {t.name: ({1: dim} if OBJECT_AXIS in map(str, t.shape) else None) for t in inputs}
-    return shapes, dim
+    return shapes, obj
 
 
-def _export_dynamo(wrapper, args, inputs, outputs, path: Path, opset: int, max_objects: int) -> None:
-    dynamic_shapes, _ = _dynamic_spec(inputs, max_objects)
+def _max_batch(inputs: list[TensorInfo], max_batch: int) -> int:
+    return max_batch if any(str(t.shape[0]) == BATCH_AXIS for t in inputs) else 1
+
+
+def _export_dynamo(wrapper, args, inputs, outputs, path: Path, opset: int, max_objects: int,
+                   max_batch: int = 1) -> None:
+    dynamic_shapes, _ = _dynamic_spec(inputs, max_objects, _max_batch(inputs, max_batch))
     with _quiet_exporter(), export_substitutions():
         program = torch.onnx.export(
             wrapper, args, dynamo=True, dynamic_shapes=dynamic_shapes, input_names=[t.name for t in inputs],
@@ -138,10 +155,18 @@ def _export_dynamo(wrapper, args, inputs, outputs, path: Path, opset: int, max_o
         program.save(str(path), external_data=True)  # (the raw file is re-read and re-saved below)
 
 
-def _export_torchscript(wrapper, args, inputs, outputs, path: Path, opset: int, max_objects: int) -> None:
-    dynamic_axes = None
-    if max_objects >= 2:
-        dynamic_axes = {t.name: {1: OBJECT_AXIS} for t in inputs + outputs if OBJECT_AXIS in str(t.shape[1])}
+def _export_torchscript(wrapper, args, inputs, outputs, path: Path, opset: int, max_objects: int,
+                        max_batch: int = 1) -> None:
+    dynamic_axes = {}
+    for t in inputs + outputs:
+        axes = {}
+        if max_objects >= 2 and OBJECT_AXIS in str(t.shape[1]):
+            axes[1] = OBJECT_AXIS
+        if _max_batch(inputs, max_batch) >= 2 and str(t.shape[0]) == BATCH_AXIS:
+            axes[0] = BATCH_AXIS
+        if axes:
+            dynamic_axes[t.name] = axes
+    dynamic_axes = dynamic_axes or None
     with _quiet_exporter(), export_substitutions():
         torch.onnx.export(wrapper, args, str(path), dynamo=False, input_names=[t.name for t in inputs],
                           output_names=[t.name for t in outputs], dynamic_axes=dynamic_axes, opset_version=opset,
@@ -204,9 +229,11 @@ def _save(model: onnx.ModelProto, path: Path, external: bool) -> str | None:
     return None
 
 
-def _verify_with_onnxruntime(path: Path, wrapper, inputs, outputs, max_objects: int) -> dict:
+def _verify_with_onnxruntime(path: Path, wrapper, inputs, outputs, max_objects: int,
+                             batches: tuple[int, ...] = (None,)) -> dict:
     """Run the saved graph in ONNX Runtime and the wrapper in PyTorch on the same random inputs,
-    at one and (when allowed) two objects. Returns the worst absolute / relative differences."""
+    at one and (when allowed) two objects, and at each batch of `batches` (a dynamic batch axis:
+    the smallest and the largest). Returns the worst absolute / relative differences."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -214,8 +241,9 @@ def _verify_with_onnxruntime(path: Path, wrapper, inputs, outputs, max_objects: 
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     worst_abs = worst_rel = 0.0
     counts = sorted({1, min(2, max_objects)})
-    for seed, n in enumerate(counts):
-        feeds = example_inputs(inputs, n, seed=seed + 1)
+    cases = [(n, b) for n in counts for b in batches]
+    for seed, (n, b) in enumerate(cases):
+        feeds = example_inputs(inputs, n, seed=seed + 1, batch=b)
         with torch.inference_mode():
             ref = wrapper(*feeds.values())
         ref = ref if isinstance(ref, tuple) else (ref,)
@@ -230,23 +258,28 @@ def _verify_with_onnxruntime(path: Path, wrapper, inputs, outputs, max_objects: 
             d = float(np.abs(g - r).max()) if r.size else 0.0
             worst_abs = max(worst_abs, d)
             worst_rel = max(worst_rel, d / max(float(np.abs(r).max()), 1e-6))
-    return {"max_abs": worst_abs, "max_rel": worst_rel, "num_objects": counts}
+    check = {"max_abs": worst_abs, "max_rel": worst_rel, "num_objects": counts}
+    if batches != (None,):
+        check["batch"] = list(batches)
+    return check
 
 
 def export_one(graph: str, net, spec: GraphSetSpec, out_dir: Path, *, opset: int = DEFAULT_OPSET,
                exporter: str = "auto", external_data="auto", verify: bool = True) -> GraphEntry:
-    inputs, outputs = graph_io(net.cfg, spec.padded_size, spec.batch, spec.memory_tokens)[graph]
+    inputs, outputs = graph_io(net.cfg, spec.padded_size, spec.graph_batch, spec.memory_tokens)[graph]
     max_objects = spec.max_objects
     wrapper = graph_module(graph, net, spec.top_k)
     example_n = 2 if max_objects >= 2 else 1
-    args = tuple(example_inputs(inputs, example_n).values())
+    # a dynamic batch is traced at two streams' batch (torch.export specialises sizes 0 and 1)
+    example_b = min(2 * spec.batch, spec.max_batch) if spec.graph_batch == BATCH_AXIS else None
+    args = tuple(example_inputs(inputs, example_n, batch=example_b).values())
     raw = out_dir / f".{graph}.raw.onnx"
     used, errors = None, []
     order = {"auto": ("dynamo", "torchscript"), "dynamo": ("dynamo",), "torchscript": ("torchscript",)}[exporter]
     for name in order:
         try:
             fn = _export_dynamo if name == "dynamo" else _export_torchscript
-            fn(wrapper, args, inputs, outputs, raw, opset, max_objects)
+            fn(wrapper, args, inputs, outputs, raw, opset, max_objects, spec.max_batch)
             used = name
             break
         except Exception as e:  # noqa: BLE001 - any exporter failure falls back to the next one
@@ -276,7 +309,8 @@ def export_one(graph: str, net, spec: GraphSetSpec, out_dir: Path, *, opset: int
     if report.violations:
         raise ExportError(f"{graph}.onnx uses operators TensorRT cannot run as exported:\n  "
                           + "\n  ".join(report.violations))
-    check = _verify_with_onnxruntime(path, wrapper, inputs, outputs, max_objects) if verify else None
+    batches = (spec.batch, spec.max_batch) if spec.graph_batch == BATCH_AXIS else (None,)
+    check = _verify_with_onnxruntime(path, wrapper, inputs, outputs, max_objects, batches) if verify else None
     return GraphEntry(
         name=graph, file=path.name, sha256=file_sha256(path), inputs=[t.to_dict() for t in inputs],
         outputs=[t.to_dict() for t in outputs], precision="fp32", exporter=used, data_file=data_file,
@@ -313,7 +347,7 @@ def export_graphs(preset, out, *, size=None, spec: GraphSetSpec | None = None, c
 
     preset: a preset name (or ModelConfig). What the set is made for is either `spec` or `size`
     (the padded resolution (H, W) or 'HxW') with GraphSetSpec's options (max_objects,
-    max_mem_frames, long_term_tokens, flip_aug, top_k). checkpoint: an official .pth (None:
+    max_mem_frames, long_term_tokens, flip_aug, top_k, max_streams). checkpoint: an official .pth (None:
     random weights of `seed`); exporter: 'auto' (dynamo, falling back to TorchScript per graph),
     'dynamo' or 'torchscript'; external_data: 'auto' (weights over 100 MiB go to a side file),
     True or False; reuse: return the export already in `out` when it is equal and still

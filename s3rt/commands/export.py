@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="long-term memory tokens (0 = no long-term memory; default 0)")
     parser.add_argument("--flip-aug", action="store_true", help="batch 2: the frame and its mirror image")
     parser.add_argument("--top-k", type=int, default=30, help="top-k of the memory readout (default 30)")
+    parser.add_argument("--max-streams", type=int, default=1, metavar="S",
+                        help="streams one graph call may batch (the stream pool, s3rt.serving): S > 1 makes axis 0 "
+                             "the dynamic axis 'batch' in 1..S (1..2S with --flip-aug); default 1, a fixed batch")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17..24 (default 18)")
     parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto",
                         help="auto: dynamo, falling back to TorchScript for a graph it cannot export")
@@ -49,6 +52,7 @@ def main(args: argparse.Namespace) -> int:
         m = export_graphs(args.preset, args.out, checkpoint=args.checkpoint, seed=args.seed, size=args.size,
                           max_objects=args.max_objects, max_mem_frames=args.max_mem_frames,
                           long_term_tokens=args.long_term_tokens, flip_aug=args.flip_aug, top_k=args.top_k,
+                          max_streams=args.max_streams,
                           opset=args.opset, exporter=args.exporter, external_data=external,
                           verify=not args.no_verify, progress=not args.quiet)
     except (ExportError, CheckpointMismatchError, FileNotFoundError) as e:

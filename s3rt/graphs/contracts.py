@@ -1,8 +1,9 @@
 """The five per-frame graphs every backend runs: names, inputs, outputs and their shapes.
 
 h, w = H/STRIDE, W/STRIDE for a padded frame of H x W; B = batch (1, or 2 with flip
-augmentation); M = memory capacity in tokens; the object axis `num_objects` is the only
-dynamic one. Export, the manifest, every backend and (next) engine building read this table.
+augmentation; or the dynamic axis `batch` for a graph set made for several streams per call,
+`GraphSetSpec.max_streams`); M = memory capacity in tokens; the object axis `num_objects` is
+dynamic. Export, the manifest, every backend and (next) engine building read this table.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import torch
 
 STRIDE = 16  # the coarsest feature stride of every preset: keys, values and sensory are H/16 x W/16
 OBJECT_AXIS = "num_objects"
+BATCH_AXIS = "batch"  # axis 0 of every tensor in a graph set made for several streams per call
 
 
 @dataclass(frozen=True)
@@ -46,32 +48,39 @@ def check_graph_name(graph: str) -> GraphContract:
 @dataclass(frozen=True)
 class TensorInfo:
     name: str
-    shape: tuple  # ints, or "num_objects" / "num_objects + 1"
+    shape: tuple  # ints, or "num_objects" / "num_objects + 1" / "batch"
     dtype: str  # "float32" or "bool"
 
-    def concrete(self, num_objects: int) -> tuple[int, ...]:
-        return tuple(eval_dim(d, num_objects) for d in self.shape)
+    def concrete(self, num_objects: int, batch: int | None = None) -> tuple[int, ...]:
+        return tuple(eval_dim(d, num_objects, batch) for d in self.shape)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
-def eval_dim(dim, num_objects: int) -> int:
-    """A contract dimension: an int, 'num_objects' or 'num_objects + c'."""
+def eval_dim(dim, num_objects: int, batch: int | None = None) -> int:
+    """A contract dimension: an int, 'num_objects', 'num_objects + c' or 'batch'."""
     if isinstance(dim, int):
         return dim
     text = str(dim).replace(" ", "")
     if text == OBJECT_AXIS:
         return num_objects
+    if text == BATCH_AXIS:
+        if batch is None:
+            raise ValueError(f"the dimension {BATCH_AXIS!r} needs a batch size")
+        return batch
     if text.startswith(OBJECT_AXIS + "+") and text[len(OBJECT_AXIS) + 1:].isdigit():
         return num_objects + int(text[len(OBJECT_AXIS) + 1:])
     raise ValueError(f"cannot evaluate the dimension {dim!r} (expected an int, {OBJECT_AXIS!r} or "
                      f"'{OBJECT_AXIS} + c')")
 
 
-def graph_io(cfg, padded_size: tuple[int, int], batch: int, memory_tokens: int,
+def graph_io(cfg, padded_size: tuple[int, int], batch: int | str, memory_tokens: int,
              ) -> dict[str, tuple[list[TensorInfo], list[TensorInfo]]]:
-    """The five contracts with shapes for one graph set (cfg: the model's ModelConfig)."""
+    """The five contracts with shapes for one graph set (cfg: the model's ModelConfig). batch: an
+    int, or BATCH_AXIS for the dynamic batch of a graph set made for several streams per call."""
+    if isinstance(batch, str) and batch != BATCH_AXIS:
+        raise ValueError(f"batch must be an int or {BATCH_AXIS!r}; got {batch!r}")
     H, W = padded_size
     h, w = H // STRIDE, W // STRIDE
     B, M, N = batch, memory_tokens, OBJECT_AXIS
@@ -96,12 +105,14 @@ def graph_io(cfg, padded_size: tuple[int, int], batch: int, memory_tokens: int,
     return out
 
 
-def example_inputs(inputs: list[TensorInfo], num_objects: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Plausible random inputs (masks in [0,1], shrinkage >= 1, about half the memory valid)."""
+def example_inputs(inputs: list[TensorInfo], num_objects: int, seed: int = 0,
+                   batch: int | None = None) -> dict[str, torch.Tensor]:
+    """Plausible random inputs (masks in [0,1], shrinkage >= 1, about half the memory valid);
+    batch: the size of a dynamic batch axis."""
     g = torch.Generator().manual_seed(seed)
     out = {}
     for t in inputs:
-        shape = t.concrete(num_objects)
+        shape = t.concrete(num_objects, batch)
         if t.dtype == "bool":
             valid = torch.rand(shape, generator=g) > 0.5
             valid[..., 0] = True

@@ -6,13 +6,18 @@ when it is made, and is compared with `==` by every stage (export reuse, the man
 backends' stream checks). Knob names are Cutie's where Cutie has one (`max_mem_frames`,
 `top_k`, `flip_aug`); `long_term_tokens` is Cutie's `long_term.max_num_tokens` (0 = no
 long-term memory).
+
+`max_streams` is how many streams one graph call may batch (the stream pool, `s3rt.serving`):
+1 (the default, and every graph set made before it existed) gives graphs of a fixed batch
+`batch` (1, or 2 with flip augmentation); more gives graphs whose axis 0 is the dynamic axis
+`batch` in 1..max_batch = max_streams * batch (`graph_batch`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from s3rt.graphs.contracts import STRIDE
+from s3rt.graphs.contracts import BATCH_AXIS, STRIDE
 
 
 class SpecError(ValueError):
@@ -71,6 +76,7 @@ class GraphSetSpec:
     long_term_tokens: int = 0
     flip_aug: bool = False
     top_k: int = 30
+    max_streams: int = 1  # streams one graph call may batch (> 1: a dynamic batch axis)
 
     def __post_init__(self):
         object.__setattr__(self, "padded_size", parse_size(self.padded_size))
@@ -91,6 +97,8 @@ class GraphSetSpec:
             raise SpecError(f"--long-term-tokens must be >= 0, got {self.long_term_tokens}")
         if self.top_k < 1:
             raise SpecError(f"--top-k must be at least 1, got {self.top_k}")
+        if not isinstance(self.max_streams, int) or isinstance(self.max_streams, bool) or self.max_streams < 1:
+            raise SpecError(f"--max-streams must be an integer >= 1, got {self.max_streams!r}")
         object.__setattr__(self, "flip_aug", bool(self.flip_aug))
 
     @classmethod
@@ -100,7 +108,18 @@ class GraphSetSpec:
 
     @property
     def batch(self) -> int:
+        """One stream's batch: 1, or 2 with flip augmentation."""
         return 2 if self.flip_aug else 1
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch one graph call takes (max_streams streams)."""
+        return self.batch * self.max_streams
+
+    @property
+    def graph_batch(self) -> int | str:
+        """Axis 0 of the graphs: `batch` when one call serves one stream, else the dynamic BATCH_AXIS."""
+        return self.batch if self.max_streams == 1 else BATCH_AXIS
 
     @property
     def memory_tokens(self) -> int:
@@ -118,8 +137,9 @@ class GraphSetSpec:
     def describe(self) -> str:
         H, W = self.padded_size
         lt = f" + {self.long_term_tokens} long-term tokens" if self.long_term_tokens else ""
+        streams = f", up to {self.max_streams} streams per call" if self.max_streams > 1 else ""
         return (f"{self.preset} {H}x{W}, 1..{self.max_objects} objects, {self.max_mem_frames} memory frames{lt} "
-                f"({self.memory_tokens} tokens), top-k {self.top_k}, batch {self.batch}")
+                f"({self.memory_tokens} tokens), top-k {self.top_k}, batch {self.batch}{streams}")
 
     def export_command(self, **changes) -> str:
         """The `s3rt export` options that make a graph set of this spec with `changes` applied."""
@@ -131,4 +151,6 @@ class GraphSetSpec:
             cmd += f" --long-term-tokens {s['long_term_tokens']}"
         if s["flip_aug"]:
             cmd += " --flip-aug"
+        if s.get("max_streams", 1) > 1:
+            cmd += f" --max-streams {s['max_streams']}"
         return cmd + " --out DIR"

@@ -14,6 +14,7 @@ import abc
 import torch
 
 from s3rt.graphs import OBJECT_AXIS, GraphSetSpec, check_graph_name, feature_size, graph_io
+from s3rt.graphs.contracts import BATCH_AXIS
 
 
 class Backend(abc.ABC):
@@ -31,7 +32,7 @@ class Backend(abc.ABC):
         self._io = None
         if spec is not None:
             self._io = {g: ins for g, (ins, _) in
-                        graph_io(model_config, spec.padded_size, spec.batch, spec.memory_tokens).items()}
+                        graph_io(model_config, spec.padded_size, spec.graph_batch, spec.memory_tokens).items()}
 
     # ---- running -----------------------------------------------------------------------------
     def run(self, graph: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -60,8 +61,14 @@ class Backend(abc.ABC):
                     raise ValueError(f"{graph}: {n} objects, but {self._where()} take 1..{self.spec.max_objects}: "
                                      + self.spec.export_command(max_objects=max(n, 1)))
                 break
+        batch = None
+        if self.spec.graph_batch == BATCH_AXIS:  # several streams per call: axis 0 is dynamic
+            batch = int(inputs[specs[0].name].shape[0]) if inputs[specs[0].name].dim() else 0
+            if not 1 <= batch <= self.spec.max_batch or batch % self.spec.batch:
+                raise ValueError(f"{graph}: batch {batch}, but {self._where()} take a batch of 1..{self.spec.max_batch}"
+                                 f" in steps of {self.spec.batch} (up to {self.spec.max_streams} streams per call)")
         for t in specs:
-            got, want = tuple(inputs[t.name].shape), t.concrete(n)
+            got, want = tuple(inputs[t.name].shape), t.concrete(n, batch)
             if got != want:
                 raise ValueError(f"{graph}: input {t.name} has shape {got}, but {self._where()} take {want}")
 

@@ -63,6 +63,7 @@ class OnnxRuntimeBackend(Backend):
         sess = self.sessions[graph]
         feeds = {s["name"]: self._prepare(inputs[s["name"]], s) for s in in_specs}
         n = self._num_objects(graph, feeds)
+        batch = int(feeds[in_specs[0]["name"]].shape[0])  # axis 0 of every tensor (dynamic in a multi-stream set)
         if not self.io_binding:
             outs = sess.run([s["name"] for s in out_specs], {k: v.numpy() for k, v in feeds.items()})
             return {s["name"]: torch.from_numpy(o).to(self.device) for s, o in zip(out_specs, outs)}
@@ -75,7 +76,7 @@ class OnnxRuntimeBackend(Backend):
         results = {}
         out_device = self.device if self._on_gpu else torch.device("cpu")
         for spec in out_specs:
-            shape = [eval_dim(d, n) for d in spec["shape"]]
+            shape = [eval_dim(d, n, batch) for d in spec["shape"]]
             t = torch.empty(shape, dtype=_TORCH_DTYPES[spec["dtype"]], device=out_device)
             binding.bind_output(spec["name"], dev_type, dev_id, _NP_DTYPES[spec["dtype"]], shape, t.data_ptr())
             results[spec["name"]] = t
