@@ -30,6 +30,7 @@ COMMANDS = {
     "parity": "check exported graphs against the PyTorch reference (per graph and per stream)",
     "demo": "export, track and compare a synthetic clip with no files needed (a quick tour)",
     "train": "train a small S3 / Cutie network on synthetic clips (resumable; ships as the bundled checkpoint)",
+    "triton-repo": "write a Triton Inference Server model repository serving many streams (sequence batcher, stream pool)",
 }
 
 
