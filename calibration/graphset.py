@@ -159,7 +159,7 @@ def _save(model: onnx.ModelProto, folder: Path, name: str) -> tuple[str, str | N
         data = f"{name}.onnx.data"
         onnx.save(model, folder / fname, save_as_external_data=True, all_tensors_to_one_file=True, location=data,
                   size_threshold=1024)
-        return fname, data
+        return fname, data if (folder / data).is_file() else None  # (no tensor was over the size threshold)
     onnx.save(model, folder / fname)
     return fname, None
 
@@ -294,7 +294,6 @@ def _convert_graph(g, model, source_entry: GraphEntry, precision, kept, int8_nod
     else:
         new = model
     _io_unchanged(new, source_entry)
-    fname, data = _save(new, folder, g)
     accuracy = None
     if precision != "fp32":
         accuracy = compare_outputs(new, samples)
@@ -303,6 +302,7 @@ def _convert_graph(g, model, source_entry: GraphEntry, precision, kept, int8_nod
     counts: dict[str, int] = {}
     for n in new.graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    fname, data = _save(new, folder, g)  # last: saving with external data moves the weights out of `new`
     return GraphEntry(
         name=g, file=fname, sha256=file_sha256(folder / fname), inputs=source_entry.inputs,
         outputs=source_entry.outputs, precision=precision, exporter=source_entry.exporter, data_file=data,

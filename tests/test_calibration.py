@@ -216,3 +216,19 @@ def test_one_onnxruntime_distribution_in_this_venv():
                      if any(str(f).replace("\\", "/") == "onnxruntime/__init__.py" for f in (d.files or []))})
     assert len(owners) == 1, (f"packages providing onnxruntime/: {owners}; keep one: pip uninstall -y {' '.join(owners)} "
                               "and pip install -e '.[onnx]'")
+
+
+def test_large_graphs_keep_their_weights_in_a_side_file(fp32, tmp_path, monkeypatch):
+    import s3rt.calibration.graphset as graphset
+    from s3rt import Tracker
+
+    monkeypatch.setattr(graphset, "EXTERNAL_DATA_THRESHOLD", 0)  # every graph as if it were over 100 MiB
+    m = calibrate(fp32, tmp_path / "ext", CalibrationOptions(precision="fp16", **FAST), clips=[_clip()],
+                  progress=False, log=lambda *a: None)
+    assert all(m.graphs[g].data_file and (m.directory / m.graphs[g].data_file).is_file()
+               for g in ("encoder", "decoder", "mask_encoder"))
+    assert all(a["finite"] for e in m.graphs.values() for a in e.accuracy.values())
+    frames, masks = make_clip(3, H, W, num_objects=1, seed=2)
+    t = Tracker(backend="onnxruntime", graphs=m.directory, size=-1)
+    for i, f in enumerate(frames):
+        t.step(f, masks[0] if i == 0 else None)
