@@ -72,7 +72,6 @@ class TritonPythonModel:
             self.evicted += len(self.pool.close_idle(self.idle_s))
         responses = [None] * len(requests)
         rounds: list[dict] = [{}]  # normally one round; a repeated id (not sent by the batcher) waits
-        meta = {}
         for i, req in enumerate(requests):
             try:
                 if not self._flag(req, "READY", default=1):

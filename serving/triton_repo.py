@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MODEL_NAME = "s3rt_stream"
@@ -216,7 +216,3 @@ def write_repository(out, *, graphs=None, engines=None, preset=None, checkpoint=
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def options_dict(opts: RepoOptions) -> dict:
-    return asdict(opts)

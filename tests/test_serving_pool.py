@@ -145,7 +145,7 @@ def test_a_refused_frame_leaves_its_stream_and_the_others_untouched(model):
            "y": StreamFrame(f2[1], np.full(m2[1].shape, 300, np.int32)),  # an id outside 1..255
            "z": StreamFrame(f2[1])}  # a stream never opened
     with pytest.raises(PoolStepError) as e:
-        pool.step({**bad, "w": StreamFrame(f2[1])} if False else bad)
+        pool.step(bad)
     assert set(e.value.errors) == {"x", "y", "z"} and not e.value.results
     assert "frame size changed" in str(e.value.errors["x"])
     assert "1..255" in str(e.value.errors["y"])
