@@ -145,13 +145,14 @@ def main(argv=None) -> int:
         for s in seqs:
             n, t = track_sequence(model, gt_root / s, work / "pred" / tag / "synthetic" / s)
             n_frames, secs = n_frames + n, secs + t
-        g, per = s3rt_eval(work / "pred" / tag / "synthetic", gt_root, seqs)
-        late = [r for r in per if r["Sequence"] in (f"test00_1", "test01_2")]
+        g, per = s3rt_eval(work / "pred" / tag / "synthetic", gt_root, seqs) if seqs else ({}, [])
+        late = [r for r in per if r["Sequence"] in ("test00_1", "test01_2")]
         late_jf = np.mean([(float(r["J-Mean"]) + float(r["F-Mean"])) / 2 for r in late]) if late else float("nan")
-        rows_syn.append([label, f"{g['J&F-Mean']:.3f}", f"{g['J-Mean']:.3f}", f"{g['F-Mean']:.3f}",
-                         f"{late_jf:.3f}", f"{n_frames / secs:.1f}"])
-        print(f"{label}: synthetic J&F {g['J&F-Mean']:.3f} ({len(per)} objects, {n_frames} frames, "
-              f"{n_frames / secs:.1f} fps)", flush=True)
+        if seqs:
+            rows_syn.append([label, f"{g['J&F-Mean']:.3f}", f"{g['J-Mean']:.3f}", f"{g['F-Mean']:.3f}",
+                             f"{late_jf:.3f}", f"{n_frames / secs:.1f}"])
+            print(f"{label}: synthetic J&F {g['J&F-Mean']:.3f} ({len(per)} objects, {n_frames} frames, "
+                  f"{n_frames / secs:.1f} fps)", flush=True)
         if davis:
             pred = work / "pred" / tag / "davis"
             for s in davis:
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
             print(f"{label}: DAVIS J&F {g['J&F-Mean']:.3f}", flush=True)
 
     syn_header = ["network", "J&F", "J", "F", "J&F of the 2 late objects", "fps (CPU)"]
-    tables = [(f"Synthetic test clips ({len(seqs)} clips x {args.frames} frames, seeds {TEST_BASE}..."
+    tables = [] if not seqs else [(f"Synthetic test clips ({len(seqs)} clips x {args.frames} frames, seeds {TEST_BASE}..."
                f"{TEST_BASE + len(seqs) - 1})", syn_header, rows_syn)]
     if davis:
         tables.append(("DAVIS samples (" + ", ".join(davis) + ")", ["network", "J&F", *davis], rows_davis))
