@@ -45,9 +45,37 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def run(env_extra, sets, frames, warmup):
+GRAPH_CHILD = r"""
+import json, sys, time
+import numpy as np
+import onnxruntime as ort
+from s3rt.graphs import example_inputs, graph_io, load_manifest
+out = {"ort": ort.__version__, "file": ort.__file__, "sets": {}}
+reps = int(sys.argv[1])
+for item in sys.argv[3:]:
+    name, d = item.split("=", 1)
+    m = load_manifest(d)
+    io = graph_io(m.config(), m.spec.padded_size, m.spec.batch, m.spec.memory_tokens)
+    so = ort.SessionOptions(); so.intra_op_num_threads = 2; so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    total = 0.0
+    for g, (ins, _) in io.items():
+        feeds = {k: v.numpy() for k, v in example_inputs(ins, 2).items()}
+        s = ort.InferenceSession(str(m.graph_path(g)), so, providers=["CPUExecutionProvider"])
+        s.run(None, feeds)
+        best = 1e9
+        for _ in range(reps):
+            t0 = time.perf_counter(); s.run(None, feeds); best = min(best, time.perf_counter() - t0)
+        total += best * 1e3
+    out["sets"][name] = total
+print("RESULT " + json.dumps(out))
+"""
+
+
+def run(env_extra, sets, frames, warmup, graphs=False):
     env = dict(os.environ, **env_extra)
-    r = subprocess.run([sys.executable, "-c", CHILD, str(frames), str(warmup), *sets], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", GRAPH_CHILD if graphs else CHILD, str(frames), str(warmup), *sets],
+                       capture_output=True, text=True,
                        env=env, timeout=3600)
     line = [x for x in r.stdout.splitlines() if x.startswith("RESULT ")]
     if not line:
@@ -62,6 +90,9 @@ def main():
     ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--graphs", action="store_true",
+                    help="time each graph's session alone (best of --frames runs on contract-shaped random inputs, "
+                         "summed over the five graphs) instead of the tracker: less sensitive to a shared machine")
     ap.add_argument("--out", default=str(HERE / "results" / "ort_distributions_cpu.md"))
     args = ap.parse_args()
     pp = os.environ.get("PYTHONPATH", "")
@@ -69,22 +100,26 @@ def main():
     best, versions = {}, {}
     for r in range(args.rounds):
         for label, env in configs.items():
-            res = run(env, args.set, args.frames, args.warmup)
+            res = run(env, args.set, args.frames, args.warmup, args.graphs)
             versions[label] = f"onnxruntime {res['ort']} ({res['file']})"
             for k, v in res["sets"].items():
                 best.setdefault(label, {})
                 best[label][k] = min(best[label].get(k, 1e18), v)
             print(f"round {r} {label}: {res['sets']}", flush=True)
-    lines = ["# ONNX Runtime distributions, CPU execution provider", "",
+    what = (f"ms for one call of each of the five graphs (summed), best of {args.frames} calls on contract-shaped random "
+            f"inputs, 2 objects, 2 intra-op threads" if args.graphs else
+            f"median ms per frame of the tracker (2 intra-op threads, 1 torch thread), {args.frames} frames after "
+            f"{args.warmup} warm-up, 2 objects")
+    lines = [f"## ONNX Runtime distributions, CPU execution provider ({'graphs' if args.graphs else 'tracker'})", "",
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f} at the end; "
-             f"median ms per frame of the tracker (2 intra-op threads, 1 torch thread), best of {args.rounds} "
-             f"alternating rounds, {args.frames} frames after {args.warmup} warm-up, 2 objects, random weights.", "",
+             f"{what}; best of {args.rounds} alternating rounds; random weights.", "",
              "| graph set | " + " | ".join(versions[k] for k in configs) + " | ratio |",
              "|---|" + "---|" * (len(configs) + 1)]
     for name in best["venv"]:
         a, b = best["venv"][name], best["other"][name]
         lines.append(f"| {name} | {a:.1f} | {b:.1f} | {b / a:.2f} |")
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    with open(args.out, "a") as f:
+        f.write("\n".join(lines) + "\n\n")
     print("\n".join(lines))
 
 
