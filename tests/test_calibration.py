@@ -208,14 +208,14 @@ def test_old_fp32_manifests_read_unchanged(fp32):
 
 
 def test_one_onnxruntime_distribution_in_this_venv():
-    """pyproject names one ONNX Runtime distribution per platform (onnxruntime-gpu on Linux
-    x86-64): two packages providing onnxruntime/ in one venv overwrite each other's files."""
+    """The package uses one ONNX Runtime distribution (onnxruntime; onnxruntime-gpu instead of it on
+    a GPU machine): two packages providing onnxruntime/ in one venv overwrite each other's files."""
     from importlib import metadata
 
     owners = sorted({d.metadata["Name"] for d in metadata.distributions()
                      if any(str(f).replace("\\", "/") == "onnxruntime/__init__.py" for f in (d.files or []))})
     assert len(owners) == 1, (f"packages providing onnxruntime/: {owners}; keep one: pip uninstall -y {' '.join(owners)} "
-                              "and pip install -e '.[onnx]'")
+                              "and install one of them")
 
 
 def test_large_graphs_keep_their_weights_in_a_side_file(fp32, tmp_path, monkeypatch):
