@@ -1,19 +1,19 @@
-"""A tour that needs no files and no arguments: build the small S3 preset (random weights,
-seeded), make a synthetic clip, export the five graphs, track the clip with the torch
-reference and the ONNX Runtime backend in lockstep, and write into one folder (default
-./s3rt-demo):
+"""A tour that needs no files and no arguments: load the small S3 network that ships with s3rt
+(trained on synthetic clips by `s3rt train`; see training/MODEL_CARD.md), make a synthetic clip,
+export the five graphs, track the clip with the torch reference and the ONNX Runtime backend in
+lockstep, and write into one folder (default ./s3rt-demo):
 
     overlay.mp4 (or overlay/*.png)   the ONNX Runtime masks over the frames
     parity.txt, parity.json          per-graph and per-stream parity, J&F of both backends
     speed.txt                        per-frame and per-stage latency (p50 / p99) of each backend
     export/                          the graphs and manifest.json
 
-The weights are random, so the masks only show that both backends agree, not that they are good.
-Random weights also leave many probabilities near the model's hard decisions (top-k membership,
-the object transformer's foreground masks, S3's argmax query): on some clips a 1e-7 rounding
-difference flips one of them and the stream parity fails; the report then says, per frame,
-whether the graphs still agree on that frame's own inputs and whether the reference itself
-is discontinuous there.
+The J&F table says how well it tracks. `--random-weights` uses seeded random weights instead
+(then the masks only show that both backends agree). Random weights leave many probabilities
+near the model's hard decisions (top-k membership, the object transformer's foreground masks,
+S3's argmax query): on some clips a 1e-7 rounding difference flips one of them and the stream
+parity fails; the report then says, per frame, whether the graphs still agree on that frame's
+own inputs and whether the reference itself is discontinuous there.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objects", type=int, default=3,
                         help="objects in the clip (default 3; the synthetic clip's object 2 enters later and is "
                              "given to the tracker on its first frame)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="seeded random weights instead of the bundled checkpoint")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     parser.add_argument("--clip-seed", type=int, default=1, help="seed of the synthetic clip (default 1)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="parity tolerance (default 1e-4)")
@@ -47,7 +49,8 @@ def main(args: argparse.Namespace) -> int:
     from s3rt.graphs import padded_size, parse_size
     from s3rt.io import write_overlay_pngs, write_overlay_video
     from s3rt.io.atomic import atomic_write
-    from s3rt.model import get_config
+    from s3rt.model import bundled_presets, get_config
+    from s3rt.model.bundled import require_bundled
     from s3rt.parity import ParityOptions, format_report, format_speed, run_parity
     from s3rt.synthetic import make_clip
 
@@ -57,6 +60,10 @@ def main(args: argparse.Namespace) -> int:
         if args.frames < 2 or args.objects < 1 or min(h, w) < 32:
             raise ValueError("need --frames >= 2, --objects >= 1 and a clip of at least 32x32")
         frames, masks = make_clip(args.frames, h, w, num_objects=args.objects, seed=args.clip_seed)
+        checkpoint = None if args.random_weights else require_bundled(cfg.name)
+    except FileNotFoundError as e:
+        raise UserError(f"{e}; or pass --random-weights (presets with a bundled checkpoint: "
+                        f"{', '.join(bundled_presets()) or 'none'})") from e
     except (ExportError, ValueError) as e:
         raise UserError(str(e)) from e
     out = Path(args.out)
@@ -64,18 +71,19 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--out {out} is a file")
     progress = not args.quiet
     padded = padded_size(h, w, -1, cfg.pad_multiple)
-    print(f"s3rt demo: {cfg.name} (random weights, seed {args.seed}), synthetic clip of {args.frames} frames "
+    weights = f"random weights, seed {args.seed}" if checkpoint is None else "bundled checkpoint"
+    print(f"s3rt demo: {cfg.name} ({weights}), synthetic clip of {args.frames} frames "
           f"{h}x{w} with {args.objects} objects; export at {padded[0]}x{padded[1]}", flush=True)
 
     export_dir = out / "export"
     try:
-        export_graphs(cfg.name, export_dir, seed=args.seed, size=padded, max_objects=args.objects,
-                      progress=progress, reuse=True)
+        export_graphs(cfg.name, export_dir, checkpoint=checkpoint, seed=args.seed, size=padded,
+                      max_objects=args.objects, progress=progress, reuse=True)
     except ExportError as e:
         raise UserError(str(e)) from e
     # Objects that enter later are given on the frame where they first appear (ids of that frame only).
     extra = later_objects(masks)
-    report = run_parity(export_dir, frames, masks[0], gt_masks=masks, extra_masks=extra,
+    report = run_parity(export_dir, frames, masks[0], gt_masks=masks, extra_masks=extra, checkpoint=checkpoint,
                         options=ParityOptions(size=-1, tolerance=args.tolerance, keep_masks=True, progress=progress))
     ort_masks = report.pop("masks")["onnxruntime"]
 

@@ -33,11 +33,15 @@ def format_report(report: dict) -> str:
     rows = []
     for name, g in report["graphs"].items():
         for i, (out, v) in enumerate(g["outputs"].items()):
-            rows.append([name if i == 0 else "", g["calls"] if i == 0 else "", out, _e(v["max_abs"]),
+            label = f"sigmoid({out})" if v.get("compared_as") == "sigmoid" else out
+            rows.append([name if i == 0 else "", g["calls"] if i == 0 else "", label, _e(v["max_abs"]),
                          _e(v["mean_abs"]), _e(v["max_rel"]), "ok" if v["pass"] else "FAIL"])
     lines.append(f"per graph, on inputs recorded from the first {report['capture_frames']} frames "
                  f"(|Δ| <= {report['graph_tolerance']:.0e} + {report['graph_tolerance']:.0e} * |ref|):")
     lines.append(_table(["graph", "calls", "output", "max |Δ|", "mean |Δ|", "max rel", ""], rows))
+    if any(v.get("compared_as") == "sigmoid" for g in report["graphs"].values() for v in g["outputs"].values()):
+        lines.append("(sigmoid(logits): the logits of certain pixels are log-odds of probabilities clamped at 1e-7, "
+                     "where FP32 rounding moves them by whole units; the tracker uses prob)")
     lines += ["", f"per stream ({s['frames']} frames):",
               _table(["", "value"], [
                   ["max |Δ prob|", f"{_e(s['max_abs_prob'])} (frame {s['worst_frame']})"],
