@@ -4,7 +4,7 @@ For every case: the command either succeeds (exit 0), or refuses with exit code 
 one line on stderr (file descriptor 2, so native libraries' prints count too) and no
 traceback; no file outside its --out / CSV changed, and no temporary file or folder is left.
 Each case gets a fresh world: a 4-frame 32x48 clip with its masks, made here.
-(`export` and `parity` are the maintainer's and are fuzzed there.)
+(`export` and `parity` are fuzzed in tests/test_fuzz_export_parity.py.)
 """
 
 from __future__ import annotations

@@ -75,6 +75,14 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("tolerances must be positive")
     if args.frames is not None and args.frames < 1:
         raise UserError(f"--frames must be at least 1, got {args.frames}")
+    if args.json:
+        from pathlib import Path
+
+        target = Path(args.json)
+        if target.is_dir():
+            raise UserError(f"--json {target} is a folder; give a file name, e.g. {target / 'parity.json'}")
+        if not target.parent.is_dir():
+            raise UserError(f"--json {target}: the folder {target.parent} does not exist")
     try:
         source = open_frames(args.input)
         mask = read_mask(args.mask)
@@ -98,8 +106,11 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from e
     print(format_report(report))
     if args.json:
-        with atomic_write(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
+        try:
+            with atomic_write(args.json, "w") as f:
+                json.dump(report, f, indent=2)
+                f.write("\n")
+        except OSError as e:
+            raise UserError(f"cannot write --json {args.json}: {e.strerror or e}") from e
         print(f"wrote {args.json}")
     return 0 if report["passed"] else 1
