@@ -339,3 +339,19 @@ def test_filled_prefix_readout_pads_usage_and_handles_scattered_slots():
         (r1, u1), (r2, u2) = ref(*x, valid), fast(*x, valid)
         assert u2.shape == (1, M) and torch.equal(u1, u2)
         torch.testing.assert_close(r1, r2, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("use_long_term", [False, True])
+def test_dense_readout_equals_the_gathering_reference(model, use_long_term):
+    """The torch backend's default CPU readout (the official dense formulation) against the
+    reference readout, over a clip that fills the memory (and consolidates long-term)."""
+    lt = LongTermConfig(max_mem_frames=3, min_mem_frames=2, num_prototypes=8, max_num_tokens=64, buffer_tokens=8)
+    opts = dict(size=-1, mem_every=2, use_long_term=use_long_term, long_term=lt if use_long_term else None)
+    dense = Tracker(backend=TorchBackend(model), **opts)
+    ref = Tracker(backend=TorchBackend(model, readout="reference"), **opts)
+    assert dense.backend.readout_impl == "dense" and ref.backend.readout_impl == "reference"
+    for i, img in enumerate(frames(14)):
+        a, b = dense.step(img, first_mask() if i == 0 else None), ref.step(img, first_mask() if i == 0 else None)
+        assert float((a.prob - b.prob).abs().max()) <= 1e-6, i
+    if use_long_term:  # usage drives consolidation: the same tokens were kept
+        assert torch.equal(dense.banks[0].valid, ref.banks[0].valid)
