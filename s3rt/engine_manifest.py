@@ -16,7 +16,6 @@ Every refusal is one line that names both sides and the command that fixes it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s3rt.graphs import GRAPHS, MANIFEST_NAME, GraphSetSpec, Manifest, config_from_dict
+from s3rt.model.checkpoint import file_sha256  # (engines.build and tests import it from here)
 
 ENGINE_MANIFEST_NAME = "engines.json"
 FORMAT = "s3rt-engines"
@@ -71,15 +71,6 @@ def parse_version(version: str) -> tuple[int, ...]:
 def major_minor(version: str) -> tuple[int, int]:
     v = parse_version(version)
     return v[0], v[1]
-
-
-# ------------------------------------------------------------------------------- hashing
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def source_record(graphs: Manifest) -> dict:
