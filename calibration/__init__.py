@@ -2,7 +2,7 @@
 
     from s3rt.calibration import CalibrationOptions, calibrate
     calibrate("exports/cutie-480p", "exports/cutie-480p-int8", CalibrationOptions(precision="int8"),
-              clips=["../shared/data/davis/blackswan", "synthetic:1"])
+              clips=["DAVIS/blackswan", "synthetic:1"])
 
 TensorRT 11 has no FP16/INT8 builder flags, so the precision lives in the graphs:
 

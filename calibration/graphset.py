@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from s3rt.calibration.clips import (DEFAULT_SYNTHETIC, CalibrationClip, Calibrat
 from s3rt.calibration.record import record
 from s3rt.calibration.regions import REASONS, classify, group, layout_followers, out_of_range
 from s3rt.graphs import GRAPHS, MANIFEST_NAME, GraphEntry, Manifest, ManifestError, load_manifest
-from s3rt.io.atomic import make_temp_dir, remove_stale_temps
+from s3rt.io.atomic import make_temp_dir, remove_stale_temps, replace_dir
 from s3rt.model.checkpoint import file_sha256
 
 PRECISIONS = ("fp16", "int8")
@@ -135,23 +134,6 @@ def _check_out(out: Path, export_dir: Path, overwrite: bool) -> None:
         raise CalibrationError(f"--out {out}: folder {out.parent} does not exist")
 
 
-def _install(tmp: Path, out: Path) -> None:
-    if out.exists() and not any(out.iterdir()):
-        out.rmdir()
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    old = make_temp_dir(out, "old")
-    old.rmdir()
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _save(model: onnx.ModelProto, folder: Path, name: str) -> tuple[str, str | None]:
     fname = f"{name}.onnx"
     weights = sum(i.ByteSize() for i in model.graph.initializer)
@@ -244,7 +226,7 @@ def calibrate(export_dir, out, options: CalibrationOptions = CalibrationOptions(
         m = _manifest(source, export_dir, entries, options, calib_clips, recording, time.perf_counter() - t_start)
         m.write(tmp)
         load_manifest(tmp)  # the new set verifies like any other
-        _install(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

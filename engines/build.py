@@ -10,7 +10,6 @@ before the first graph and written (atomically) after the last one.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -71,20 +70,6 @@ def _on_device(device: int):
     return torch.cuda.device(device) if torch.cuda.is_available() else contextlib.nullcontext()
 
 
-def _install(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}-{int(time.time())}")
-        os.replace(out, old)
-        try:
-            os.replace(tmp, out)
-        except BaseException:
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def _write_bytes(path: Path, data: bytes) -> None:
     from s3rt.io.atomic import atomic_write
 
@@ -102,7 +87,7 @@ def build_engines(graph_dir, out_dir, options: BuildOptions = BuildOptions(), *,
     with .version, .major, .build(onnx_path, profile) -> bytes and .serialized_timing_cache())."""
     from s3rt import __version__
     from s3rt.engines.builder import EngineBuilder
-    from s3rt.io.atomic import make_temp_dir
+    from s3rt.io.atomic import make_temp_dir, replace_dir
 
     out = Path(out_dir)
     graphs, objects, profiles = prepare(graph_dir, options)
@@ -151,7 +136,7 @@ def build_engines(graph_dir, out_dir, options: BuildOptions = BuildOptions(), *,
         if cache_path is not None and cache_out:
             cache_path.parent.mkdir(parents=True, exist_ok=True)
             _write_bytes(cache_path, cache_out)
-        _install(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

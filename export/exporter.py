@@ -34,7 +34,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -50,7 +49,7 @@ from s3rt.graphs import (GRAPHS, MANIFEST_NAME, OBJECT_AXIS, GraphEntry, GraphSe
                          load_manifest)
 from s3rt.graphs.contracts import BATCH_AXIS
 from s3rt.graphs.modules import graph_module
-from s3rt.io.atomic import FILE_MODE  # the mode atomic_write gives files (0o666 minus the umask)
+from s3rt.io.atomic import FILE_MODE, make_temp_dir, replace_dir  # FILE_MODE: what atomic_write gives files
 from s3rt.model.checkpoint import file_sha256
 
 DEFAULT_OPSET = 18
@@ -58,7 +57,6 @@ EXTERNAL_DATA_THRESHOLD = 100 * 2**20  # bytes of weights above which they go to
 _OWNED_SUFFIXES = (".onnx", ".onnx.data", ".json")
 
 log = logging.getLogger(__name__)
-_DIR_MODE = 0o777 & ~(0o666 & ~FILE_MODE)  # mkdtemp makes 0o700 folders; give the export the usual mode
 
 
 class ExportError(ValueError):
@@ -84,27 +82,6 @@ def _check_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not _is_owned_export(out):
         raise ExportError(f"--out {out} exists and holds files that are not an s3rt export; "
                           "choose a new or empty folder")
-
-
-def _install(tmp: Path, out: Path) -> None:
-    """Rename the finished temporary folder to `out`, replacing an earlier export there."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    _check_out(out)
-    if not any(out.iterdir()):
-        out.rmdir()
-        os.replace(tmp, out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    old.rmdir()
-    os.replace(out, old)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------- one graph
@@ -396,8 +373,7 @@ def export_graphs(preset, out, *, size=None, spec: GraphSetSpec | None = None, c
         net.pixel_encoder.set_export_mode(True)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    os.chmod(tmp, _DIR_MODE)
+    tmp = make_temp_dir(out)
     entries: dict[str, GraphEntry] = {}
     try:
         from tqdm.auto import tqdm
@@ -418,7 +394,9 @@ def export_graphs(preset, out, *, size=None, spec: GraphSetSpec | None = None, c
                 {"dynamo": "dynamo=True", "torchscript": "dynamo=False"}[u] for u in used) + f"), torch {torch.__version__}",
             graphs=entries)
         manifest.write(tmp)
-        _install(tmp, out)
+        if out.exists():
+            _check_out(out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -11,7 +11,7 @@ sequence):
 - END = 1: the frame is tracked without a memory update and the state is freed;
 - streams idle longer than the server's `max_sequence_idle_microseconds` (read from the model's
   own config, so the two are equal) are freed at the next execute: the server does not tell the
-  model when it drops a sequence (../shared/reference/serving_notes.md).
+  model when it drops a sequence (measured with tritonserver 2.51; see docs/serving.md).
 
 All frames of one execute run as one `StreamPool.try_step`; a refused frame (wrong image size,
 a mask with an id outside 1..255, more objects than the graph set takes) gets its own error

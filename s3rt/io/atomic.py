@@ -107,6 +107,26 @@ def make_temp_dir(target: PathLike, kind: str = "partial") -> Path:
     return tmp
 
 
+def replace_dir(tmp: PathLike, target: PathLike) -> None:
+    """Rename the finished folder `tmp` to `target`, replacing an empty or earlier `target` as a
+    whole: the old one is set aside first and put back if the rename fails, then removed."""
+    tmp, target = Path(tmp), Path(target)
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if not target.exists():
+        os.replace(tmp, target)
+        return
+    old = make_temp_dir(target, "old")
+    old.rmdir()
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 # What follows `.<name>.` in the temporary names s3rt writes: with the writer's pid
 # (`<pid>-<random>.tmp<ext>`, `partial-<pid>-<random>`, `old-<pid>-<random>`), and the
 # pid-less names of s3rt 0.x (`<random8>.tmp<ext>`, `partial-<random8>`).
