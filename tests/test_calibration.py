@@ -232,3 +232,44 @@ def test_large_graphs_keep_their_weights_in_a_side_file(fp32, tmp_path, monkeypa
     t = Tracker(backend="onnxruntime", graphs=m.directory, size=-1)
     for i, f in enumerate(frames):
         t.step(f, masks[0] if i == 0 else None)
+
+
+def test_parity_judges_reduced_sets_by_relative_error_and_mask_agreement(sets, fp32):
+    """An INT8 set is judged by the reduced-precision criteria (relative L2 per reduced graph, mean
+    mask IoU), its FP32 graphs still by the tolerance; each criterion can fail on its own."""
+    from s3rt.parity import REDUCED_CRITERIA, ParityOptions, ReducedCriteria, format_report, run_parity
+
+    frames, masks = make_clip(6, H, W, num_objects=2, seed=11)
+    int8 = sets["int8"].directory
+    lenient = run_parity(int8, frames, masks[0], options=ParityOptions(
+        size=-1, reduced=ReducedCriteria(graph_rel_l2=10.0, mean_mask_iou=0.0)))
+    assert lenient["precision"] == "int8" and lenient["passed"], lenient["failures"]
+    precisions = load_manifest(int8).precisions
+    for name, g in lenient["graphs"].items():
+        assert ("rel_l2_limit" in g) == (precisions[name] != "fp32")
+        assert 0 < g["rel_l2"] < 10 if precisions[name] == "int8" else True
+    text = format_report(lenient)
+    assert "INT8 criteria" in text and "rel L2" in text and "result: PASS" in text
+
+    strict = run_parity(int8, frames, masks[0], options=ParityOptions(
+        size=-1, reduced=ReducedCriteria(graph_rel_l2=1e-9, mean_mask_iou=1.01)))
+    assert not strict["passed"]
+    assert any("mean mask IoU" in f for f in strict["failures"])
+    assert any(f.startswith("graph encoder") and "relative L2 error" in f for f in strict["failures"])
+
+    default = run_parity(int8, frames, masks[0], options=ParityOptions(size=-1))
+    assert default["criteria"] == {"graph_rel_l2": REDUCED_CRITERIA["int8"].graph_rel_l2,
+                                   "mean_mask_iou": REDUCED_CRITERIA["int8"].mean_mask_iou,
+                                   "jf_drop": REDUCED_CRITERIA["int8"].jf_drop}
+    fp32_report = run_parity(fp32, frames, masks[0], options=ParityOptions(size=-1))
+    assert fp32_report["criteria"] is None and fp32_report["precision"] == "fp32"
+
+
+def test_parity_cli_refuses_reduced_criteria_for_an_fp32_set(fp32, tmp_path, capsys):
+    frames, masks = make_clip(3, H, W, num_objects=1, seed=2)
+    names = write_clip(tmp_path / "clip", frames, masks)
+    first = tmp_path / "clip" / "Annotations" / f"{names[0]}.png"
+    code = cli(["parity", "--export", str(fp32), "--input", str(tmp_path / "clip"), "--mask", str(first),
+                "--size", "-1", "--min-mean-iou", "0.9", "--quiet"])
+    assert code == 2
+    assert "reduced-precision sets" in capsys.readouterr().err

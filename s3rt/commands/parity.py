@@ -36,6 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=1e-4,
                         help="max |Δ probability| per frame (and atol = rtol per graph output); default 1e-4")
     parser.add_argument("--graph-tolerance", type=float, help="atol = rtol for the graph outputs (default: --tolerance)")
+    reduced = parser.add_argument_group(
+        "reduced-precision sets (s3rt calibrate)",
+        "FP16 and INT8 sets are judged by relative error and mask agreement, not by --tolerance (which then applies "
+        "only to their graphs kept in FP32). Defaults: FP16 rel L2 2e-2 and mean IoU 0.99; INT8 rel L2 1e-1, mean "
+        "IoU 0.90 and a J&F drop of at most 1 point with --gt")
+    reduced.add_argument("--max-rel-l2", type=float, metavar="X", help="per reduced graph, ||Δ|| / ||FP32|| at most X")
+    reduced.add_argument("--min-mean-iou", type=float, metavar="X",
+                         help="the stream's mean mask IoU against the FP32 reference at least X")
+    reduced.add_argument("--max-jf-drop", type=float, metavar="POINTS",
+                         help="with --gt: J&F at most POINTS (0-100) below the reference's")
     parser.add_argument("--capture-frames", type=int, default=3,
                         help="frames whose graph inputs are recorded for the per-graph check (default 3)")
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON")
@@ -66,6 +76,30 @@ def read_gt(gt_dir, names, count):
     return [read_mask(p) for p in ordered[:count]]
 
 
+def reduced_criteria(export, args):
+    """The reduced-precision criteria with the user's overrides (None: the defaults, or an FP32 set)."""
+    import dataclasses
+
+    from s3rt.graphs import ManifestError, load_manifest
+    from s3rt.parity import REDUCED_CRITERIA, lowest_precision
+
+    given = {k: v for k, v in (("graph_rel_l2", args.max_rel_l2), ("mean_mask_iou", args.min_mean_iou),
+                               ("jf_drop", args.max_jf_drop)) if v is not None}
+    if not given:
+        return None
+    for key, v in given.items():
+        if v < 0 or (key == "mean_mask_iou" and v > 1):
+            raise UserError(f"--{key.replace('_', '-')}: {v} is out of range")
+    try:
+        precision = lowest_precision(load_manifest(export, verify=False).precisions)
+    except (ManifestError, FileNotFoundError) as e:
+        raise UserError(str(e)) from e
+    if precision == "fp32":
+        raise UserError(f"--max-rel-l2, --min-mean-iou and --max-jf-drop are for reduced-precision sets; {export} is "
+                        "FP32 (use --tolerance)")
+    return dataclasses.replace(REDUCED_CRITERIA[precision], **given)
+
+
 def main(args: argparse.Namespace) -> int:
     from s3rt.io import InputError, open_frames, read_mask
     from s3rt.io.atomic import atomic_write
@@ -91,7 +125,8 @@ def main(args: argparse.Namespace) -> int:
         gt = read_gt(args.gt, getattr(source, "names", None), count) if args.gt else None
         options = ParityOptions(max_frames=args.frames, tolerance=args.tolerance,
                                 graph_tolerance=args.graph_tolerance, capture_frames=args.capture_frames,
-                                size=args.size, progress=not args.quiet and sys.stderr.isatty())
+                                size=args.size, progress=not args.quiet and sys.stderr.isatty(),
+                                reduced=reduced_criteria(args.export, args))
         if args.backend == "tensorrt":
             if not args.engines:
                 raise UserError("--backend tensorrt needs --engines DIR (made by `s3rt build --graphs EXPORT`)")

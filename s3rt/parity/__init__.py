@@ -6,10 +6,12 @@
 - `report`: the text tables.
 """
 
-from s3rt.parity.check import DEFAULT_TOLERANCE, ParityOptions, check_inputs, run_parity
+from s3rt.parity.check import (DEFAULT_TOLERANCE, REDUCED_CRITERIA, ParityOptions, ReducedCriteria, check_inputs,
+                               lowest_precision, run_parity)
 from s3rt.parity.compare import compare, compare_graphs, diagnose_frame, mask_iou, reference_jitter
 from s3rt.parity.recording import RecordingBackend
 from s3rt.parity.report import format_report, format_speed
 
-__all__ = ["run_parity", "ParityOptions", "DEFAULT_TOLERANCE", "check_inputs", "compare", "compare_graphs",
+__all__ = ["run_parity", "ParityOptions", "DEFAULT_TOLERANCE", "ReducedCriteria", "REDUCED_CRITERIA",
+           "lowest_precision", "check_inputs", "compare", "compare_graphs",
            "diagnose_frame", "mask_iou", "reference_jitter", "RecordingBackend", "format_report", "format_speed"]

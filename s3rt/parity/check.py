@@ -9,6 +9,7 @@ ground truth) raises a ValueError before any work starts.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,44 @@ DEFAULT_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
+class ReducedCriteria:
+    """What passes for a reduced-precision graph set, where FP32's 1e-4 on probabilities cannot
+    hold by design. graph_rel_l2: per reduced graph, ||Δ|| / ||FP32|| of every output on every
+    recorded call (graphs kept in FP32 keep FP32's tolerance); mean_mask_iou: the stream's mean
+    mask IoU against the FP32 reference; jf_drop: with ground truth, the most J&F may fall below
+    the reference's, in points (0-100)."""
+
+    graph_rel_l2: float
+    mean_mask_iou: float
+    jf_drop: float | None = None
+
+
+# Defaults, from the accuracy report of the bundled checkpoint (benchmarks/results/precision_accuracy_*):
+# there FP16 graphs stay below 1.2e-2 relative L2 and 0.993 mean IoU; INT8 graphs below 3.6e-2, and
+# 0.936 mean IoU on a DAVIS clip that the synthetic-only network tracks poorly, for a J&F drop of
+# 0.36 points. The issue's targets: FP16 mean IoU >= 0.99, INT8 J&F drop <= 1 point.
+REDUCED_CRITERIA = {
+    "fp16": ReducedCriteria(graph_rel_l2=2e-2, mean_mask_iou=0.99),
+    "int8": ReducedCriteria(graph_rel_l2=1e-1, mean_mask_iou=0.90, jf_drop=1.0),
+}
+PRECISION_ORDER = ("fp32", "fp16", "int8")  # widest first
+
+
+def lowest_precision(precisions: dict[str, str]) -> str:
+    """The narrowest precision among a graph set's graphs ('fp32' for an FP32 export)."""
+    known = [p for p in precisions.values() if p in PRECISION_ORDER]
+    return max(known, key=PRECISION_ORDER.index, default="fp32")
+
+
+@dataclass(frozen=True)
 class ParityOptions:
     """tolerance: max |Δ probability| allowed on every frame (and atol = rtol for the graph
     outputs unless graph_tolerance is given); max_frames: use only the first N frames;
     capture_frames: frames whose graph calls are recorded for the per-graph check; size: the
     tracker's processing size (shorter side, -1 = native); keep_masks: put both backends' id
     masks in report['masks']; max_diagnoses: frames beyond tolerance whose graphs are re-checked
-    on their own inputs."""
+    on their own inputs; reduced: the criteria for a reduced-precision set (None: those of
+    REDUCED_CRITERIA for its narrowest precision); FP32 sets always use the tolerances."""
 
     tolerance: float = DEFAULT_TOLERANCE
     graph_tolerance: float | None = None
@@ -42,6 +74,7 @@ class ParityOptions:
     keep_masks: bool = False
     max_diagnoses: int = 3
     progress: bool = False
+    reduced: ReducedCriteria | None = None
 
     @property
     def gtol(self) -> float:
@@ -72,13 +105,19 @@ def run_parity(export_dir, frames, first_mask, *, gt_masks=None, extra_masks: di
     reference, other = _make_backends(manifest, export_dir, checkpoint, backend, backend_options or {})
     t_ref = Tracker(backend=reference, size=options.size, profile=True)
     t_other = Tracker(backend=other, size=options.size, profile=True)
-    stream, masks, times = _run_stream(t_ref, t_other, reference, frames, names, total, first_mask, extra, options)
-    graphs = compare_graphs(reference.records, other, options.gtol, reference.inner)
+    precision = lowest_precision(manifest.precisions)
+    criteria = None if precision == "fp32" else (options.reduced or REDUCED_CRITERIA[precision])
+    rel_l2 = {} if criteria is None else {
+        g: criteria.graph_rel_l2 for g, p in manifest.precisions.items() if p != "fp32"}
+    stream, masks, times = _run_stream(t_ref, t_other, reference, frames, names, total, first_mask, extra, options,
+                                       criteria, rel_l2)
+    graphs = compare_graphs(reference.records, other, options.gtol, reference.inner, rel_l2)
     jf = _jf(("torch", other.name), masks, gt_masks, stream["frames"]) if gt_masks is not None else None
 
-    failures = _failures(stream, graphs, options)
+    failures = _failures(stream, graphs, options) if criteria is None else \
+        _reduced_failures(stream, graphs, jf, criteria, options)
     # Every failure explained by the reference's own discontinuity (not an export error)?
-    explained = bool(failures) and all(g.get("explained", False) for g in graphs.values() if not g["pass"]) and (
+    explained = bool(failures) and criteria is None and all(g.get("explained", False) for g in graphs.values() if not g["pass"]) and (
         stream["pass"] or (bool(stream["diagnoses"]) and all(d["model_sensitivity"] for d in stream["diagnoses"])))
     report = {
         "export": str(Path(export_dir)), "preset": manifest.preset, "checkpoint": manifest.checkpoint,
@@ -86,6 +125,8 @@ def run_parity(export_dir, frames, first_mask, *, gt_masks=None, extra_masks: di
         "reference": reference.describe(), "backend": other.name, "backend_description": other.describe(),
         "providers": list(getattr(other, "providers", [])),
         "tolerance": options.tolerance, "graph_tolerance": options.gtol, "capture_frames": options.capture_frames,
+        "precision": precision, "precisions": manifest.precisions,
+        "criteria": None if criteria is None else dataclasses.asdict(criteria),
         "graphs": graphs, "stream": stream, "jf": jf,
         "speed": {name: summarize(*t) for name, t in times.items()},
         "passed": not failures, "failures": failures, "explained": explained,
@@ -186,8 +227,9 @@ def _make_backends(manifest, export_dir, checkpoint, backend, backend_options):
     return reference, create_backend(backend, graphs=export_dir, **options)
 
 
-def _run_stream(t_ref, t_other, reference, frames, names, total, first_mask, extra, options):
-    """Both trackers over the clip in lockstep; the per-frame differences, masks and timings."""
+def _run_stream(t_ref, t_other, reference, frames, names, total, first_mask, extra, options, criteria, rel_l2):
+    """Both trackers over the clip in lockstep; the per-frame differences, masks and timings.
+    Frames are diagnosed beyond the tolerance (FP32) or below the criteria's mean mask IoU."""
     other = t_other.backend
     per_frame, masks_ref, masks_other, diagnoses = [], [], [], []
     times = {"torch": ([], []), other.name: ([], [])}
@@ -215,8 +257,10 @@ def _run_stream(t_ref, t_other, reference, frames, names, total, first_mask, ext
         label = i if names is None else names[i]
         per_frame.append({"frame": label, "max_abs_prob": float(d.max()), "mean_abs_prob": float(d.mean()),
                           "mask_iou": mask_iou(a.mask, b.mask, a.object_ids), "memory_frame": bool(a.memory_frame)})
-        if per_frame[-1]["max_abs_prob"] > options.tolerance and len(diagnoses) < options.max_diagnoses:
-            diagnoses.append(diagnose_frame(label, reference.last_frame, other, options.gtol, reference.inner))
+        off = (per_frame[-1]["max_abs_prob"] > options.tolerance if criteria is None else
+               not np.isfinite(per_frame[-1]["max_abs_prob"]) or per_frame[-1]["mask_iou"] < criteria.mean_mask_iou)
+        if off and len(diagnoses) < options.max_diagnoses:
+            diagnoses.append(diagnose_frame(label, reference.last_frame, other, options.gtol, reference.inner, rel_l2))
         masks_ref.append(a.mask)
         masks_other.append(b.mask)
         if bar is not None:
@@ -233,7 +277,10 @@ def _run_stream(t_ref, t_other, reference, frames, names, total, first_mask, ext
         "mean_abs_prob": float(np.mean([f["mean_abs_prob"] for f in per_frame])),
         "min_mask_iou": float(min(f["mask_iou"] for f in per_frame)),
         "mean_mask_iou": float(np.mean([f["mask_iou"] for f in per_frame])),
-        "pass": bool(all(f["max_abs_prob"] <= options.tolerance for f in per_frame)),
+        "finite": bool(all(np.isfinite(f["max_abs_prob"]) for f in per_frame)),
+        "pass": (bool(all(f["max_abs_prob"] <= options.tolerance for f in per_frame)) if criteria is None else
+                 bool(all(np.isfinite(f["max_abs_prob"]) for f in per_frame))
+                 and float(np.mean([f["mask_iou"] for f in per_frame])) >= criteria.mean_mask_iou),
         "per_frame": per_frame,
         "diagnoses": diagnoses,
         "seconds": time.perf_counter() - t_start,
@@ -263,4 +310,29 @@ def _failures(stream, graphs, options) -> list[str]:
             bad = [o for o, v in g["outputs"].items() if not v["pass"]]
             failures.append(f"graph {name}: {', '.join(bad)} beyond atol = rtol = {options.gtol:.0e} "
                             f"(max |Δ| {g['max_abs']:.2e})")
+    return failures
+
+
+def _reduced_failures(stream, graphs, jf, criteria: ReducedCriteria, options) -> list[str]:
+    """A reduced-precision set: its reduced graphs within criteria.graph_rel_l2 (the FP32 ones
+    within the tolerance), finite probabilities, the mean mask IoU and, with ground truth, the
+    J&F drop."""
+    failures = []
+    if not stream["finite"]:
+        failures.append("stream: a probability is NaN or infinite")
+    if stream["mean_mask_iou"] < criteria.mean_mask_iou:
+        failures.append(f"stream: mean mask IoU against the FP32 reference {stream['mean_mask_iou']:.4f} < "
+                        f"{criteria.mean_mask_iou} (min {stream['min_mask_iou']:.4f})")
+    if jf is not None and criteria.jf_drop is not None:
+        ref, got = list(jf.values())
+        drop = 100 * (ref["J&F"] - got["J&F"])
+        if drop > criteria.jf_drop:
+            failures.append(f"stream: J&F {100 * got['J&F']:.2f} is {drop:.2f} points below the reference's "
+                            f"{100 * ref['J&F']:.2f} (at most {criteria.jf_drop})")
+    for name, g in graphs.items():
+        if not g["pass"]:
+            bad = [o for o, v in g["outputs"].items() if not v["pass"]]
+            limit = (f"relative L2 error {g['rel_l2']:.2e} > {g['rel_l2_limit']:.0e}" if "rel_l2_limit" in g else
+                     f"beyond atol = rtol = {options.gtol:.0e} (max |Δ| {g['max_abs']:.2e})")
+            failures.append(f"graph {name}: {', '.join(bad)} {limit}")
     return failures

@@ -27,15 +27,18 @@ def compare(ref: torch.Tensor, got: torch.Tensor, atol: float, rtol: float) -> d
     ref, got = ref.detach().float().cpu(), got.detach().float().cpu()
     if ref.shape != got.shape:
         return {"shape_ref": list(ref.shape), "shape_got": list(got.shape), "max_abs": math.inf,
-                "mean_abs": math.inf, "max_rel": math.inf, "pass": False}
+                "mean_abs": math.inf, "max_rel": math.inf, "rel_l2": math.inf, "pass": False}
     if ref.numel() == 0:
-        return {"max_abs": 0.0, "mean_abs": 0.0, "max_rel": 0.0, "pass": True}
+        return {"max_abs": 0.0, "mean_abs": 0.0, "max_rel": 0.0, "rel_l2": 0.0, "pass": True}
     d = (ref - got).abs()
     finite = bool(torch.isfinite(got).all())
     max_abs = float(d.max()) if finite else math.inf
     scale = float(ref.abs().max())
+    norm = float(ref.norm())
+    l2 = float(d.norm()) if finite else math.inf
     return {"max_abs": max_abs, "mean_abs": float(d.mean()) if finite else math.inf,
             "max_rel": max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf),
+            "rel_l2": l2 / norm if norm > 0 else (0.0 if l2 == 0 else math.inf),
             "pass": finite and bool((d <= atol + rtol * ref.abs()).all())}
 
 
@@ -49,11 +52,17 @@ def mask_iou(a: np.ndarray, b: np.ndarray, ids) -> float:
     return float(np.mean(vals)) if vals else 1.0
 
 
-def compare_graphs(records, other: Backend, tol: float, reference: Backend | None = None) -> dict:
+def compare_graphs(records, other: Backend, tol: float, reference: Backend | None = None,
+                   rel_l2: dict[str, float] | None = None) -> dict:
     """Run `other` on recorded (graph, inputs, reference outputs) and compare every output. With
     `reference`, a graph beyond tolerance is also checked for the reference's own sensitivity on
     its worst call (`reference_jitter`): `explained` says whether the reference itself moves as
-    much when its inputs move by 1e-6 relative (a hard threshold near a tie, not an export error)."""
+    much when its inputs move by 1e-6 relative (a hard threshold near a tie, not an export error).
+
+    rel_l2: graphs judged by their error relative to the output's scale (||Δ|| / ||ref|| per
+    call, at most this) instead of atol = rtol = tol: the reduced-precision graphs, whose rounding
+    is relative to their values by design."""
+    rel_l2 = rel_l2 or {}
     graphs: dict[str, dict] = {}
     worst_call: dict[str, tuple[float, dict]] = {}
     for graph, inputs, ref_out in records:
@@ -62,10 +71,13 @@ def compare_graphs(records, other: Backend, tol: float, reference: Backend | Non
         g["calls"] += 1
         for name, ref in ref_out.items():
             c = compare(comparable(name, ref), comparable(name, got[name]), tol, tol)
-            o = g["outputs"].setdefault(name, {"max_abs": 0.0, "mean_abs": 0.0, "max_rel": 0.0, "pass": True})
+            if graph in rel_l2:
+                c["pass"] = c["rel_l2"] <= rel_l2[graph]  # (inf, hence False, when not finite)
+            o = g["outputs"].setdefault(name, {"max_abs": 0.0, "mean_abs": 0.0, "max_rel": 0.0, "rel_l2": 0.0,
+                                               "pass": True})
             if name in SIGMOID_OUTPUTS:
                 o["compared_as"] = "sigmoid"
-            for key in ("max_abs", "mean_abs", "max_rel"):
+            for key in ("max_abs", "mean_abs", "max_rel", "rel_l2"):
                 o[key] = max(o[key], c[key])
             o["pass"] = o["pass"] and c["pass"]
             if not c["pass"] and c["max_abs"] > worst_call.get(graph, (-1.0, None))[0]:
@@ -73,8 +85,11 @@ def compare_graphs(records, other: Backend, tol: float, reference: Backend | Non
     for name, g in graphs.items():
         g["max_abs"] = max(o["max_abs"] for o in g["outputs"].values())
         g["max_rel"] = max(o["max_rel"] for o in g["outputs"].values())
+        g["rel_l2"] = max(o["rel_l2"] for o in g["outputs"].values())
         g["pass"] = all(o["pass"] for o in g["outputs"].values())
-        if not g["pass"] and reference is not None and name in worst_call:
+        if name in rel_l2:
+            g["rel_l2_limit"] = rel_l2[name]
+        if not g["pass"] and reference is not None and name in worst_call and name not in rel_l2:
             g["reference_jitter"] = reference_jitter(reference, name, worst_call[name][1])
             g["explained"] = g["reference_jitter"] >= 0.5 * worst_call[name][0]
     return {k: graphs[k] for k in GRAPHS if k in graphs}
@@ -100,11 +115,13 @@ def reference_jitter(reference: Backend, graph: str, inputs: dict, trials: int =
     return worst
 
 
-def diagnose_frame(frame, records, other: Backend, tol: float, reference: Backend | None = None) -> dict:
+def diagnose_frame(frame, records, other: Backend, tol: float, reference: Backend | None = None,
+                   rel_l2: dict[str, float] | None = None) -> dict:
     """A frame beyond tolerance: do the graphs agree on that frame's own inputs? And where one
     does not, is the reference itself that sensitive there (a hard threshold near a tie)?"""
-    graphs = compare_graphs(records, other, tol, reference)
-    out = {"frame": frame, "graphs": {k: {key: g[key] for key in ("max_abs", "max_rel", "pass", "reference_jitter",
+    graphs = compare_graphs(records, other, tol, reference, rel_l2)
+    out = {"frame": frame, "graphs": {k: {key: g[key] for key in ("max_abs", "max_rel", "rel_l2", "pass",
+                                                                   "reference_jitter",
                                                                    "explained") if key in g}
                                       for k, g in graphs.items()}}
     bad = [k for k, g in graphs.items() if not g["pass"]]

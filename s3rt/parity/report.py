@@ -23,22 +23,36 @@ def _table(header, rows) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
+def _criteria(report: dict) -> str:
+    c = report.get("criteria")
+    if not c:
+        return f"tolerance {report['tolerance']:.0e}"
+    text = (f"{report['precision'].upper()} criteria: graph rel L2 <= {c['graph_rel_l2']:.0e}, mean mask IoU vs the "
+            f"FP32 reference >= {c['mean_mask_iou']}")
+    return text + (f", J&F drop <= {c['jf_drop']} points (with ground truth)" if c.get("jf_drop") is not None else "")
+
+
 def format_report(report: dict) -> str:
     s = report["stream"]
     lines = [f"parity: {report['backend_description']}",
              f"   vs   {report['reference']}",
              f"{report['preset']} ({report['checkpoint']}), frames {report['frame_size'][0]}x{report['frame_size'][1]} "
              f"padded to {report['padded_size'][0]}x{report['padded_size'][1]}, {s['frames']} frames, objects "
-             f"{report['objects']}, tolerance {report['tolerance']:.0e}", ""]
+             f"{report['objects']}, {_criteria(report)}", ""]
     rows = []
     for name, g in report["graphs"].items():
         for i, (out, v) in enumerate(g["outputs"].items()):
             label = f"sigmoid({out})" if v.get("compared_as") == "sigmoid" else out
-            rows.append([name if i == 0 else "", g["calls"] if i == 0 else "", label, _e(v["max_abs"]),
-                         _e(v["mean_abs"]), _e(v["max_rel"]), "ok" if v["pass"] else "FAIL"])
-    lines.append(f"per graph, on inputs recorded from the first {report['capture_frames']} frames "
-                 f"(|Δ| <= {report['graph_tolerance']:.0e} + {report['graph_tolerance']:.0e} * |ref|):")
-    lines.append(_table(["graph", "calls", "output", "max |Δ|", "mean |Δ|", "max rel", ""], rows))
+            rows.append([name if i == 0 else "", report.get("precisions", {}).get(name, "") if i == 0 else "",
+                         g["calls"] if i == 0 else "", label, _e(v["max_abs"]), _e(v["mean_abs"]), _e(v["max_rel"]),
+                         _e(v.get("rel_l2")), "ok" if v["pass"] else "FAIL"])
+    rule = f"|Δ| <= {report['graph_tolerance']:.0e} + {report['graph_tolerance']:.0e} * |ref|"
+    if report.get("criteria"):
+        rule = f"reduced-precision graphs: rel L2 <= {report['criteria']['graph_rel_l2']:.0e}; FP32 graphs: {rule}"
+    lines.append(f"per graph, on inputs recorded from the first {report['capture_frames']} frames ({rule}; max rel = "
+                 "max |Δ| / max |ref|, rel L2 = ||Δ|| / ||ref||):")
+    lines.append(_table(["graph", "precision", "calls", "output", "max |Δ|", "mean |Δ|", "max rel", "rel L2", ""],
+                        rows))
     if any(v.get("compared_as") == "sigmoid" for g in report["graphs"].values() for v in g["outputs"].values()):
         lines.append("(sigmoid(logits): the logits of certain pixels are log-odds of probabilities clamped at 1e-7, "
                      "where FP32 rounding moves them by whole units; the tracker uses prob)")
