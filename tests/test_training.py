@@ -87,17 +87,16 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(calibrated):
 
 
 def test_resume_continues_exactly(calibrated, tmp_path):
-    a = copy.deepcopy(calibrated)
-    for _ in range(4):
+    a = copy.deepcopy(calibrated)  # uninterrupted: 3 steps
+    for _ in range(3):
         a.train_step()
-    b = copy.deepcopy(calibrated)
+    b = copy.deepcopy(calibrated)  # 2 steps, saved, and 1 more after loading
     for _ in range(2):
         b.train_step()
     b.save_state(tmp_path / "state.pth")
     c = Trainer.from_state(tmp_path / "state.pth")
     assert c.step == 2 and c.bn_calibrated
-    for _ in range(2):
-        c.train_step()
+    c.train_step()
     sa, sc = a.model.state_dict(), c.model.state_dict()
     for k in sa:  # bit-exact on the same machine and thread count
         assert torch.equal(sa[k], sc[k]), k
