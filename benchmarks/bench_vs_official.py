@@ -299,7 +299,7 @@ def main(argv=None) -> int:
     }
     if args.export:
         paths["s3rt, ONNX Runtime backend (FP32)"] = (
-            lambda: Tracker(backend="onnxruntime", graphs=args.export, size=-1, profile=True))
+            lambda: Tracker(backend="onnxruntime", graphs=args.export, size=-1, profile=True, threads=args.threads))
     off_name = next(iter(paths))
 
     runs = defaultdict(list)
@@ -343,8 +343,8 @@ def main(argv=None) -> int:
              f"- command: `{cmd}`",
              f"- date: {started.isoformat(timespec='seconds')}; machine: {cpu_name()}, nproc {os.cpu_count()}; "
              f"load average (1/5/15 min) at start {load_start}, at end {load_end}",
-             f"- torch {torch.__version__}, {args.threads} threads (ONNX Runtime path: torch 1 thread, ONNX Runtime "
-             f"its default); Python {platform.python_version()}, s3rt {s3rt.__version__}",
+             f"- torch {torch.__version__}, {args.threads} threads (ONNX Runtime path: ONNX Runtime "
+             f"{args.threads} intra-op threads, the tracker's torch work 1 thread); Python {platform.python_version()}, s3rt {s3rt.__version__}",
              f"- cutie-base, random weights (seed {args.seed}) loaded into the official CUTIE with strict=True; clip "
              f"{Path(args.clip).name} ({len(frames_np)} frames {h}x{w}, objects {objects}); Cutie's DAVIS settings: "
              f"mem_every 5, max_mem_frames 5, top_k 30, stagger_updates 5, long-term "
