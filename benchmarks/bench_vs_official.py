@@ -166,14 +166,17 @@ def run_official(network, InferenceCore, cfg, clock, frames_t, first_mask_t, obj
     rows = []
     for i, image in enumerate(frames_t):
         clock.take()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.inference_mode():
             if i == 0:
                 prob = core.step(image, first_mask_t, objects)
             else:
                 prob = core.step(image)
-        dt = (time.perf_counter() - t0) * 1e3
-        rows.append({"ms": dt, "stages": clock.take(), "mem": i % cfg.mem_every == 0})
+        dt, cpu = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
+        t1 = time.perf_counter()
+        torch.argmax(prob, dim=0).cpu().numpy().astype(np.uint8)  # the id mask, as Cutie's scripts make it
+        mask_ms = (time.perf_counter() - t1) * 1e3
+        rows.append({"ms": dt, "cpu": cpu, "mask_ms": mask_ms, "stages": clock.take(), "mem": i % cfg.mem_every == 0})
         if keep is not None:
             keep.append(prob.clone())
     return rows
@@ -183,10 +186,10 @@ def run_s3rt(make_tracker, frames_np, first_mask, compare=None):
     tracker = make_tracker()
     rows, diffs = [], []
     for i, frame in enumerate(frames_np):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         r = tracker.step(frame, first_mask if i == 0 else None)
-        dt = (time.perf_counter() - t0) * 1e3
-        rows.append({"ms": dt, "stages": {k: v * 1e3 for k, v in r.timings.items()}, "mem": bool(r.memory_frame)})
+        dt, cpu = (time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3
+        rows.append({"ms": dt, "cpu": cpu, "stages": {k: v * 1e3 for k, v in r.timings.items()}, "mem": bool(r.memory_frame)})
         if compare is not None:
             ref = compare[i]
             prob = r.prob.float().cpu()
@@ -201,31 +204,69 @@ def pct(values, q):
 def summarize(rows, warmup):
     rows = rows[warmup:]
     ms = [r["ms"] for r in rows]
-    out = {"p50": pct(ms, 50), "p90": pct(ms, 90), "n": len(ms),
+    out = {"p50": pct(ms, 50), "p90": pct(ms, 90), "n": len(ms), "cpu_p50": pct([r["cpu"] for r in rows], 50),
            "mem_p50": pct([r["ms"] for r in rows if r["mem"]], 50),
            "other_p50": pct([r["ms"] for r in rows if not r["mem"]], 50),
            "n_mem": sum(r["mem"] for r in rows)}
     for s in STAGES:
         vals = [r["stages"][s] for r in rows if s in r["stages"]]
         out[s] = pct(vals, 50)
+    if rows and "mask_ms" in rows[0]:
+        with_mask = [r["ms"] + r["mask_ms"] for r in rows]
+        out["with_mask"] = (pct(with_mask, 50), pct(with_mask, 90))
+    out["outside"] = pct([r["ms"] - sum(r["stages"].values()) for r in rows], 50)
     return out
 
 
 # ---------------------------------------------------------------------------- the trunk
-def time_trunks(trunks: dict, x: torch.Tensor, repeats: int, calls: int):
-    """Alternating: per round, `calls` calls of each trunk; median ms per trunk over all calls."""
-    times = defaultdict(list)
+def time_trunks(trunks: dict, inputs: dict, repeats: int, calls: int):
+    """Alternating (order reversed every other round): per round, `calls` calls of each trunk.
+    Wall and process CPU time (all threads) per call, in ms."""
+    wall, cpu = defaultdict(list), defaultdict(list)
     outs = {}
     with torch.inference_mode():
         for name, fn in trunks.items():  # warm up
-            outs[name] = fn(x)
-        for _ in range(repeats):
-            for name, fn in trunks.items():
+            outs[name] = fn(inputs[name])
+        for r in range(repeats):
+            for name in (list(trunks) if r % 2 == 0 else list(trunks)[::-1]):
                 for _ in range(calls):
-                    t0 = time.perf_counter()
-                    fn(x)
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-    return {k: (pct(v, 50), pct(v, 10), len(v)) for k, v in times.items()}, outs
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    trunks[name](inputs[name])
+                    wall[name].append((time.perf_counter() - t0) * 1e3)
+                    cpu[name].append((time.process_time() - c0) * 1e3)
+    return {k: (pct(wall[k], 50), pct(wall[k], 10), pct(cpu[k], 50), len(wall[k])) for k in trunks}, outs
+
+
+def aten_signature(fn, x) -> list:
+    """The aten ops a call runs, with their input shapes and counts (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn(x)
+    return sorted((e.key, str(e.input_shapes), e.count) for e in prof.key_averages(group_by_input_shape=True)
+                  if e.key.startswith("aten::"))
+
+
+def folded_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy with every BatchNorm2d that follows a Conv2d folded into it (an experiment only)."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    module = copy.deepcopy(module)
+
+    def walk(m):
+        names = list(m._modules)
+        for i, n in enumerate(names):
+            child = m._modules[n]
+            prev = m._modules[names[i - 1]] if i else None
+            if isinstance(child, torch.nn.BatchNorm2d) and isinstance(prev, torch.nn.Conv2d):
+                m._modules[names[i - 1]] = fuse_conv_bn_eval(prev, child)
+                m._modules[n] = torch.nn.Identity()
+            else:
+                walk(child)
+    walk(module)
+    return module
 
 
 def loadavg() -> str:
@@ -324,15 +365,30 @@ def main(argv=None) -> int:
     stats = {k: summarize(v, args.warmup) for k, v in best.items()}
     all_p50 = {k: [round(summarize(r, args.warmup)["p50"], 1) for r in v] for k, v in runs.items()}
 
-    # the trunk alone
+    # the trunk alone, and two experiments on ours that change its numerics
     trunk = None
     if args.trunk_repeats > 0:
+        import copy
+
         from s3rt.model.tensor_utils import pad_divide_by
 
         x = model.normalize(pad_divide_by(frames_t[0].unsqueeze(0), 16)[0])
-        trunk, outs = time_trunks({"official": network.pixel_encoder, "s3rt": model.pixel_encoder}, x,
-                                  args.trunk_repeats, args.trunk_calls)
-        trunk_diff = max(float((a - b).abs().max()) for a, b in zip(outs["official"], outs["s3rt"]))
+        trunks = {"official": network.pixel_encoder, "s3rt": model.pixel_encoder,
+                  "s3rt, BatchNorm folded into the convs (experiment)": folded_bn(model.pixel_encoder),
+                  "s3rt, channels-last (experiment)":
+                      copy.deepcopy(model.pixel_encoder).to(memory_format=torch.channels_last)}
+        inputs = {k: x.contiguous(memory_format=torch.channels_last) if "channels-last" in k else x for k in trunks}
+        trunk, outs = time_trunks(trunks, inputs, args.trunk_repeats, args.trunk_calls)
+        trunk_diff = {k: max(float((a - b).abs().max()) for a, b in zip(outs[k], outs["s3rt"])) for k in trunks}
+        same_ops = aten_signature(network.pixel_encoder, x) == aten_signature(model.pixel_encoder, x)
+
+    # making the id mask from the probabilities, which Tracker.step does and InferenceCore.step does not
+    probe = torch.rand(len(objects) + 1, h, w)
+    mask_ms = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        probe.argmax(0)
+        mask_ms.append((time.perf_counter() - t0) * 1e3)
     load_end = loadavg()
 
     # ---- report
@@ -351,14 +407,30 @@ def main(argv=None) -> int:
              f"{'on' if args.long_term else 'off'}, chunk_size -1, no flip, no resizing in the trackers",
              f"- {args.repeats} alternating passes per path, the pass with the lowest p50 kept "
              f"(p50 of every pass: {passes}); "
-             f"first {args.warmup} frame(s) left out ({off['n']} frames: {off['n_mem']} memory frames)", "",
-             "| tracker | p50 ms / frame | p90 ms / frame | vs official (p50) | vs official (p90) | memory frames / "
-             "other frames (p50 ms) | " + " | ".join(f"{s} p50" for s in STAGES) + " |",
-             "|---|---|---|---|---|---|" + "---|" * len(STAGES)]
+             f"first {args.warmup} frame(s) left out ({off['n']} frames: {off['n_mem']} memory frames); stage times are "
+             "wall time; CPU = process CPU time of all threads (less sensitive to other load on the machine)", "",
+             "| tracker | p50 ms / frame | p90 ms / frame | vs official (p50) | vs official (p90) | CPU p50 ms / frame "
+             "| memory frames / other frames (p50 ms) | " + " | ".join(f"{s} p50" for s in STAGES) + " | outside the stages p50 |",
+             "|---|---|---|---|---|---|---|" + "---|" * (len(STAGES) + 1)]
     for name, s in stats.items():
         stage_cells = " | ".join(f"{s[g]:.1f}" if not np.isnan(s[g]) else "-" for g in STAGES)
         lines.append(f"| {name} | {s['p50']:.1f} | {s['p90']:.1f} | {off['p50'] / s['p50']:.2f}x | "
-                     f"{off['p90'] / s['p90']:.2f}x | {s['mem_p50']:.1f} / {s['other_p50']:.1f} | {stage_cells} |")
+                     f"{off['p90'] / s['p90']:.2f}x | {s['cpu_p50']:.0f} | {s['mem_p50']:.1f} / {s['other_p50']:.1f} | {stage_cells} | {s['outside']:.1f} |")
+    wm = off.get("with_mask")
+    if wm:
+        lines.append(f"| official Cutie + the id mask its scripts make (`torch.argmax(prob, dim=0)` after each step, as "
+                     f"`Tracker.step` does) | {wm[0]:.1f} | {wm[1]:.1f} | | | | | | | | | | |")
+    lines.append("")
+    hw = ((h + 15) // 16) * ((w + 15) // 16)
+    lines += ["Readout (p50 ms) by the memory it reads (frames held x tokens per frame; Cutie's working memory "
+              "fills by one frame every 5 frames):", "",
+              "| memory frames (tokens) | " + " | ".join(stats) + " |", "|---|" + "---|" * len(stats)]
+    for held in range(1, 6):
+        sel = [i for i in range(max(1, args.warmup), len(frames_np)) if min(5, 1 + (i - 1) // 5) == held]
+        if sel:
+            cells = [pct([best[k][i]["stages"]["readout"] for i in sel if "readout" in best[k][i]["stages"]], 50)
+                     for k in stats]
+            lines.append(f"| {held} ({held * hw}) | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
     lines.append("")
     if parity:
         lines += ["Outputs against the official code, every frame of the first pass (probabilities at the "
@@ -369,13 +441,19 @@ def main(argv=None) -> int:
                          f"argmax masks agree on {100 * d[:, 1].min():.4f}% of pixels in the worst frame "
                          f"({int((d[:, 1] == 1).sum())}/{len(d)} frames identical)")
         lines.append("")
+    lines += [f"Of s3rt's time per frame, making the id mask (`prob.argmax(0)` over {len(objects) + 1} x {h} x {w} "
+              f"in `Tracker._result`; `InferenceCore.step` returns probabilities only) takes {pct(mask_ms, 50):.1f} ms "
+              "here.", ""]
     if trunk:
         lines += [f"ResNet-50 trunk alone (pixel encoder to layer3, one {tuple(x.shape)} input, "
-                  f"{args.trunk_repeats} alternating rounds of {args.trunk_calls} calls):", "",
-                  "| trunk | median ms | 10th percentile ms | calls |", "|---|---|---|---|"]
-        for name, (med, p10, n) in trunk.items():
-            lines.append(f"| {name} | {med:.1f} | {p10:.1f} | {n} |")
-        lines += ["", f"max |delta| between the two trunks' outputs: {trunk_diff:.1e}", ""]
+                  f"{args.trunk_repeats} alternating rounds of {args.trunk_calls} calls; CPU = process CPU time, "
+                  "all threads):", "",
+                  "| trunk | median ms | 10th percentile ms | median CPU ms | max abs diff vs s3rt | calls |",
+                  "|---|---|---|---|---|---|"]
+        for name, (med, p10, cpu_med, n) in trunk.items():
+            lines.append(f"| {name} | {med:.1f} | {p10:.1f} | {cpu_med:.1f} | {trunk_diff[name]:.1e} | {n} |")
+        lines += ["", f"The official and s3rt trunks run {'the same' if same_ops else 'DIFFERENT'} aten ops with the "
+                  "same input shapes and counts (torch.profiler).", ""]
     text = "\n".join(lines)
     print(text)
     if args.out:
