@@ -6,8 +6,9 @@ backend reads; the runtime never imports this package. Only `builder.py` needs T
 """
 
 from s3rt.engines.build import ENGINE_SUFFIX, build_engines, check_out, describe_plan, gpu_info, prepare
-from s3rt.engines.options import BuildError, BuildOptions, check_options, object_range, plan_profiles
+from s3rt.engines.options import (BuildError, BuildOptions, batch_range, check_options, object_range,
+                                 plan_profiles)
 from s3rt.engines.trtexec import trtexec_commands
 
 __all__ = ["build_engines", "prepare", "check_out", "describe_plan", "gpu_info", "ENGINE_SUFFIX", "BuildError",
-           "BuildOptions", "check_options", "object_range", "plan_profiles", "trtexec_commands"]
+           "BuildOptions", "batch_range", "check_options", "object_range", "plan_profiles", "trtexec_commands"]

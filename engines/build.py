@@ -17,18 +17,21 @@ from pathlib import Path
 
 from s3rt.engine_manifest import (ENGINE_MANIFEST_NAME, EngineEntry, EngineManifest, file_sha256, import_tensorrt,
                                   source_record)
-from s3rt.engines.options import BuildError, BuildOptions, check_options, check_precisions, plan_profiles
+from s3rt.engines.options import (BuildError, BuildOptions, batch_range, check_options, check_precisions,
+                                  plan_profiles)
 from s3rt.graphs import GRAPHS, MANIFEST_NAME, Manifest, load_manifest
 
 ENGINE_SUFFIX = ".engine"
 
 
 def prepare(graph_dir, options: BuildOptions, *, preset: str | None = None) -> tuple[Manifest, tuple, dict]:
-    """Load and check the graph set and the options: (manifest, object range, profiles)."""
+    """Load and check the graph set and the options: (manifest, object range, profiles). The
+    profiles span the batch axis too when the set has one (`batch_range`)."""
     graphs = load_manifest(graph_dir, verify=True, preset=preset)
     objects = check_options(options, graphs.spec.max_objects)
+    batches = batch_range(options, graphs.spec)
     check_precisions(graphs)
-    return graphs, objects, plan_profiles(graphs, objects)
+    return graphs, objects, plan_profiles(graphs, objects, batches)
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -127,7 +130,7 @@ def build_engines(graph_dir, out_dir, options: BuildOptions = BuildOptions(), *,
             tensorrt_version=str(builder.version), gpu_name=gpu[0], compute_capability=tuple(gpu[1]),
             hardware_compat=options.hardware_compat, version_compatible=bool(options.version_compat),
             source=source_record(graphs), spec=graphs.spec, model_config=graphs.model_config,
-            checkpoint=graphs.checkpoint, objects=objects,
+            checkpoint=graphs.checkpoint, objects=objects, batches=batch_range(options, graphs.spec),
             options={**options.to_dict(), "strongly_typed": True, "tensorrt_major": builder.major},
             engines=entries, built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             build_seconds=time.perf_counter() - t_start, s3rt_version=__version__)
@@ -148,6 +151,10 @@ def describe_plan(graphs: Manifest, objects, profiles) -> list[str]:
     """Human-readable lines: what will be built (used by --dry-run and --print-trtexec)."""
     lines = [f"graph set {graphs.directory} ({graphs.spec.describe()}), objects {objects[0]}..{objects[2]} "
              f"(opt {objects[1]})"]
+    if graphs.spec.max_streams > 1:
+        opt_rows = {s["opt"][0] for p in profiles.values() for s in p.values()}  # axis 0 of every input: the batch
+        opt = ",".join(str(r // graphs.spec.batch) for r in sorted(opt_rows))
+        lines[0] += f", streams per call 1..{graphs.spec.max_streams} (opt {opt})"
     for name in GRAPHS:
         g = graphs.graphs[name]
         shapes = profiles[name]

@@ -2,9 +2,18 @@
 
 `BuildOptions` is what `s3rt build` takes; `check_options` refuses what no engine can be built
 with (one line, what to change) against the graph set it is for; `plan_profiles` turns the
-graph set's contracts (`s3rt.graphs.graph_io`, the symbolic `num_objects` axis) into the
-min / opt / max shape of every input, which both the TensorRT builder and the trtexec command
-lines use.
+graph set's contracts (`s3rt.graphs.graph_io`, the symbolic `num_objects` axis and, for a graph
+set exported with `--max-streams S` > 1, the symbolic `batch` axis) into the min / opt / max
+shape of every input, which both the TensorRT builder and the trtexec command lines use.
+
+The batch axis (`batch_range`): one TensorRT profile covers one stream per call up to the
+graph set's S streams (axis 0 from `spec.batch` to `spec.max_batch` rows; 2 rows per stream
+with flip augmentation). Its opt is S streams by default: the stream pool puts every stream
+with a frame waiting into one call, and Triton's sequence batcher (preferred batch = its
+candidate streams) fills the batch whenever the server is busy (measured on the CPU server: 60
+of 62 executions at batch 8), which is when throughput counts; TensorRT tunes its tactics for
+the opt shape and those kernels still run every smaller batch of the profile, so partial
+batches at light load (when there is latency to spare) cost least. `opt_streams` changes it.
 """
 
 from __future__ import annotations
@@ -30,7 +39,9 @@ class BuildOptions:
     version_compat: engines that later TensorRT versions can run (embeds the lean runtime);
     optimization_level: TensorRT's builder optimization level 0..5 (None: its default, 3);
     tf32: let FP32 layers use TF32 tensor cores (TensorRT's default; off here so that FP32 engines
-    match the reference to ~1e-4, as the design asks of FP32 backends)."""
+    match the reference to ~1e-4, as the design asks of FP32 backends); opt_streams: for a graph
+    set with the batch axis (exported with --max-streams S > 1), the streams per call TensorRT
+    tunes for (None: S; the profile always spans 1..S streams)."""
 
     min_objects: int | None = None
     opt_objects: int | None = None
@@ -41,6 +52,7 @@ class BuildOptions:
     version_compat: bool = False
     optimization_level: int | None = None
     tf32: bool = False
+    opt_streams: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +73,22 @@ def object_range(options: BuildOptions, spec_max: int) -> tuple[int, int, int]:
         raise BuildError(f"the object profile must satisfy 1 <= --min-objects <= --opt-objects <= --max-objects; got "
                          f"{lo}, {opt}, {hi}")
     return lo, opt, hi
+
+
+def batch_range(options: BuildOptions, spec) -> tuple[int, int, int] | None:
+    """(min, opt, max) of axis 0 in rows for a graph set with the batch axis (spec.max_streams
+    > 1): one stream (spec.batch rows) to spec.max_streams, opt `opt_streams` (default all);
+    None for a graph set of one stream per call (its batch is fixed). BuildError when impossible."""
+    s = spec.max_streams
+    if s == 1:
+        if options.opt_streams not in (None, 1):
+            raise BuildError(f"opt_streams {options.opt_streams}, but the graph set takes one stream per call: export "
+                             f"one with a batch axis ({spec.export_command(max_streams=int(options.opt_streams))})")
+        return None
+    opt = s if options.opt_streams is None else int(options.opt_streams)
+    if not 1 <= opt <= s:
+        raise BuildError(f"opt_streams must be in 1..{s} (the graph set takes up to {s} streams per call); got {opt}")
+    return spec.batch, opt * spec.batch, spec.max_batch
 
 
 def check_options(options: BuildOptions, spec_max: int) -> tuple[int, int, int]:
@@ -88,23 +116,30 @@ def check_precisions(graphs: Manifest) -> dict[str, str]:
     return out
 
 
-def plan_profiles(graphs: Manifest, objects: tuple[int, int, int]) -> dict[str, dict[str, dict[str, list[int]]]]:
+def plan_profiles(graphs: Manifest, objects: tuple[int, int, int], batches: tuple[int, int, int] | None = None,
+                  ) -> dict[str, dict[str, dict[str, list[int]]]]:
     """graph -> input -> {"min", "opt", "max"} shapes, from the inputs the graph-set manifest
-    lists (shapes with the symbolic object axis). Inputs without the object axis have one fixed
-    shape (min = opt = max): the builder gives TensorRT a profile entry only for the inputs that
-    are dynamic in the ONNX graph itself."""
-    return {name: {t["name"]: {k: [eval_dim(d, n) for d in t["shape"]] for k, n in zip(("min", "opt", "max"), objects)}
+    lists (shapes with the symbolic object axis, and the symbolic batch axis in a set made for
+    several streams per call). `batches`: (min, opt, max) rows of the batch axis (default for
+    such a set: `batch_range` with default options; unused otherwise). The object and batch axes
+    take their min together, their opt together and their max together. Inputs with neither axis
+    have one fixed shape (min = opt = max): the builder gives TensorRT a profile entry only for
+    the inputs that are dynamic in the ONNX graph itself."""
+    if batches is None:
+        batches = batch_range(BuildOptions(), graphs.spec) or (graphs.spec.batch,) * 3
+    return {name: {t["name"]: {k: [eval_dim(d, n, b) for d in t["shape"]]
+                               for k, n, b in zip(("min", "opt", "max"), objects, batches)}
                    for t in graphs.graphs[name].inputs}
             for name in GRAPHS}
 
 
 def is_dynamic(profile: dict[str, dict[str, list[int]]]) -> bool:
-    """Whether a graph's profile spans more than one shape (it has the object axis)."""
+    """Whether a graph's profile spans more than one shape (it has the object or the batch axis)."""
     return any(s["min"] != s["max"] for s in profile.values())
 
 
 def expected_inputs(graphs: Manifest) -> dict[str, list[dict]]:
     """The contract's inputs with shapes for this graph set (to check the manifest against)."""
     spec = graphs.spec
-    io = graph_io(graphs.config(), spec.padded_size, spec.batch, spec.memory_tokens)
+    io = graph_io(graphs.config(), spec.padded_size, spec.graph_batch, spec.memory_tokens)
     return {name: [t.to_dict() for t in io[name][0]] for name in GRAPHS}

@@ -8,8 +8,8 @@ TensorRT nor a GPU: the caller passes the TensorRT version and the GPU it has.
 What it records: the TensorRT version and the GPU (name, compute capability) the engines were
 built with, the compatibility settings (hardware level, version compatibility), the source
 graph set (its manifest's sha256 and every graph file's sha256), the spec, model config and
-checkpoint label copied from it, the optimization profile over the object axis, the build
-options, each engine file's sha256, size, precision and tensor shapes, and the build times.
+checkpoint label copied from it, the optimization profile over the object axis (and over the
+batch axis, in rows, for a graph set made for several streams per call), the build options, each engine file's sha256, size, precision and tensor shapes, and the build times.
 
 Every refusal is one line that names both sides and the command that fixes it.
 """
@@ -114,6 +114,7 @@ class EngineManifest:
     objects: tuple[int, int, int]  # the profile over the object axis: min, opt, max
     options: dict  # build options (workspace, timing cache, optimization level, strongly typed, ...)
     engines: dict[str, EngineEntry]
+    batches: tuple[int, int, int] | None = None  # the profile over the batch axis in rows (None: fixed batch)
     built_at: str = ""
     build_seconds: float = 0.0
     s3rt_version: str = ""
@@ -152,8 +153,13 @@ class EngineManifest:
         compat = [f"hardware {self.hardware_compat}"] if self.hardware_compat != "none" else []
         compat += ["version-compatible"] if self.version_compatible else []
         cc = ".".join(map(str, self.compute_capability))
+        streams = ""
+        if self.batches is not None:
+            per = self.spec.batch
+            streams = (f"streams per call {self.batches[0] // per}..{self.batches[2] // per} "
+                       f"(opt {self.batches[1] // per}), ")
         return (f"TensorRT {self.tensorrt_version} engines for {self.gpu_name} (sm {cc}"
-                + (", " + ", ".join(compat) if compat else "") + f"), objects {lo}..{hi} (opt {opt}), "
+                + (", " + ", ".join(compat) if compat else "") + f"), objects {lo}..{hi} (opt {opt}), {streams}"
                 + "/".join(sorted(set(self.precisions.values()))))
 
     # ---- JSON ----------------------------------------------------------------------------
@@ -166,7 +172,8 @@ class EngineManifest:
             "compat": {"hardware": self.hardware_compat, "version_compatible": self.version_compatible},
             "source": self.source, "spec": self.spec.to_dict(), "model_config": self.model_config,
             "checkpoint": self.checkpoint,
-            "profile": {"num_objects": {"min": self.objects[0], "opt": self.objects[1], "max": self.objects[2]}},
+            "profile": {"num_objects": {"min": self.objects[0], "opt": self.objects[1], "max": self.objects[2]},
+                        **({"batch": dict(zip(("min", "opt", "max"), self.batches))} if self.batches else {})},
             "options": self.options,
             "engines": {name: {k: v for k, v in e.__dict__.items() if k != "name"} for name, e in self.engines.items()},
         }
@@ -182,6 +189,7 @@ class EngineManifest:
                                       f"{FORMAT_VERSION}{where}: rebuild the engines with this s3rt (s3rt build ...)")
         try:
             p = d["profile"]["num_objects"]
+            pb = d["profile"].get("batch")
             m = cls(
                 tensorrt_version=str(d["tensorrt_version"]), gpu_name=str(d["gpu"]["name"]),
                 compute_capability=tuple(int(x) for x in d["gpu"]["compute_capability"]),
@@ -190,6 +198,7 @@ class EngineManifest:
                 checkpoint=d["checkpoint"], objects=(int(p["min"]), int(p["opt"]), int(p["max"])),
                 options=dict(d["options"]),
                 engines={name: EngineEntry(name=name, **e) for name, e in d["engines"].items()},
+                batches=None if pb is None else (int(pb["min"]), int(pb["opt"]), int(pb["max"])),
                 built_at=d.get("built_at", ""), build_seconds=float(d.get("build_seconds", 0.0)),
                 s3rt_version=d.get("s3rt_version", ""), directory=directory)
         except (KeyError, TypeError, ValueError) as e:
@@ -199,6 +208,16 @@ class EngineManifest:
             raise EngineManifestError(f"unknown hardware compatibility {m.hardware_compat!r}{where}")
         if len(m.compute_capability) != 2:
             raise EngineManifestError(f"compute capability {list(m.compute_capability)} is not [major, minor]{where}")
+        spec = m.spec
+        if spec.max_streams > 1 and m.batches is None:
+            raise EngineManifestError(f"the engines{where} are for graphs with a batch axis (up to {spec.max_streams} "
+                                      f"streams per call) but record no batch profile: rebuild them: "
+                                      f"{m.build_command()}")
+        if m.batches is not None and not (spec.batch <= m.batches[0] <= m.batches[1] <= m.batches[2] <= spec.max_batch
+                                          and all(b % spec.batch == 0 for b in m.batches)):
+            raise EngineManifestError(f"batch profile {list(m.batches)}{where} does not fit the graph set's batch "
+                                      f"{spec.batch}..{spec.max_batch} in steps of {spec.batch}: rebuild them: "
+                                      f"{m.build_command()}")
         return m
 
     def write(self, directory: str | os.PathLike) -> Path:

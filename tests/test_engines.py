@@ -1,5 +1,5 @@
-"""Engine building without TensorRT: options, profiles over the object axis, trtexec command
-lines, the whole `build_engines` flow with a stand-in builder (temporary folder, install,
+"""Engine building without TensorRT: options, profiles over the object axis (and the batch axis
+of graph sets made for several streams per call), trtexec command lines, the whole `build_engines` flow with a stand-in builder (temporary folder, install,
 timing cache, engines.json), the engine manifest's checks and refusals, and `s3rt build`'s
 one-line errors. The real TensorRT build is in tests/test_tensorrt_gpu.py (marked)."""
 
@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXPORT_MAX_OBJECTS, shared_export
+from conftest import EXPORT_MAX_OBJECTS, EXPORT_SIZE, shared_export
 from s3rt import cli
 from s3rt.engine_manifest import (ENGINE_MANIFEST_NAME, EngineManifestError, check_gpu, check_source,
                                   check_tensorrt_version, load_engine_manifest, parse_version, read_engine_manifest)
-from s3rt.engines import BuildError, BuildOptions, build_engines, check_options, plan_profiles, trtexec_commands
-from s3rt.graphs import MANIFEST_NAME, load_manifest
+from s3rt.engines import (BuildError, BuildOptions, batch_range, build_engines, check_options, plan_profiles,
+                          trtexec_commands)
+from s3rt.graphs import BATCH_AXIS, MANIFEST_NAME, GraphSetSpec, load_manifest
 
 H100 = ("NVIDIA H100 80GB HBM3", (9, 0))
 
@@ -27,6 +28,21 @@ def graphs_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def graphs(graphs_dir):
     return load_manifest(graphs_dir)
+
+
+def streams_export(tmp_path_factory):
+    """cutie-test exported with --max-streams 3 (the folder tests/test_serving_pool_onnxrt.py uses:
+    one export per pytest session)."""
+    from s3rt.export import export_graphs
+    h, w = EXPORT_SIZE
+    out = tmp_path_factory.getbasetemp() / f"export-cutie-test-{h}x{w}-streams3"
+    return export_graphs("cutie-test", out, size=EXPORT_SIZE, max_objects=EXPORT_MAX_OBJECTS, max_streams=3,
+                         progress=False, reuse=True)
+
+
+@pytest.fixture(scope="module")
+def streams_graphs(tmp_path_factory):
+    return streams_export(tmp_path_factory)
 
 
 class FakeBuilder:
@@ -112,6 +128,59 @@ def test_profiles_cover_the_object_axis_only(graphs):
         assert [t["name"] for t in g.inputs] == [t["name"] for t in want[name]]
 
 
+def test_batch_range_spans_one_stream_to_the_graph_sets_streams():
+    one = GraphSetSpec("cutie-test", (64, 96))
+    assert batch_range(BuildOptions(), one) is None  # a fixed batch: no batch profile
+    assert batch_range(BuildOptions(opt_streams=1), one) is None
+    with pytest.raises(BuildError, match=r"one stream per call.*--max-streams 2"):
+        batch_range(BuildOptions(opt_streams=2), one)
+    s8 = GraphSetSpec("cutie-test", (64, 96), max_streams=8)
+    assert batch_range(BuildOptions(), s8) == (1, 8, 8)  # opt: full batches (see engines/options.py)
+    assert batch_range(BuildOptions(opt_streams=4), s8) == (1, 4, 8)
+    for bad in (0, 9):
+        with pytest.raises(BuildError, match=r"opt_streams must be in 1..8"):
+            batch_range(BuildOptions(opt_streams=bad), s8)
+    flip = GraphSetSpec("cutie-test", (64, 96), max_streams=3, flip_aug=True)
+    assert batch_range(BuildOptions(), flip) == (2, 6, 6)  # rows: 2 per stream
+    assert batch_range(BuildOptions(opt_streams=2), flip) == (2, 4, 6)
+
+
+def test_profiles_cover_the_batch_axis(streams_graphs):
+    from s3rt.engines.options import expected_inputs, is_dynamic
+
+    g = streams_graphs
+    assert g.spec.graph_batch == BATCH_AXIS
+    p = plan_profiles(g, (1, 2, 3), batch_range(BuildOptions(), g.spec))
+    assert plan_profiles(g, (1, 2, 3)) == p  # the default batch profile
+    assert all(is_dynamic(p[name]) for name in p)  # the encoder too: its batch axis
+    for name, inputs in p.items():
+        for inp, shapes in inputs.items():
+            assert [shapes["min"][0], shapes["opt"][0], shapes["max"][0]] == [1, 3, 3], (name, inp)
+    mv = p["readout"]["mem_values"]
+    assert [mv["min"][1], mv["opt"][1], mv["max"][1]] == [1, 2, 3]  # with the object axis
+    assert p["readout"]["mem_key"]["min"][1:] == p["readout"]["mem_key"]["max"][1:]  # the rest is fixed
+    p2 = plan_profiles(g, (1, 2, 3), batch_range(BuildOptions(opt_streams=2), g.spec))
+    assert p2["encoder"]["image"]["opt"][0] == 2 and p2["encoder"]["image"]["max"][0] == 3
+    want = expected_inputs(g)  # the contracts with the batch axis agree with the manifest
+    for name, graph in g.graphs.items():
+        assert [(t["name"], list(t["shape"])) for t in graph.inputs] == \
+               [(t["name"], list(t["shape"])) for t in want[name]], name
+
+
+def test_trtexec_lines_with_the_batch_axis(streams_graphs, tmp_path):
+    from s3rt.engines import describe_plan, prepare
+
+    g, objects, profiles = prepare(streams_graphs.directory, BuildOptions())
+    lines = trtexec_commands(g, tmp_path / "out", BuildOptions(), profiles, tensorrt_major=11)
+    h, w = EXPORT_SIZE
+    encoder = lines[0]
+    assert f"--minShapes=image:1x3x{h}x{w}" in encoder and f"--optShapes=image:3x3x{h}x{w}" in encoder
+    assert f"--maxShapes=image:3x3x{h}x{w}" in encoder
+    readout = next(line for line in lines if "readout.onnx" in line)
+    assert "mem_values:1x1x64x" in readout.split("--optShapes=")[0] and "mem_values:3x3x64x" in readout
+    assert "streams per call 1..3 (opt 3)" in describe_plan(g, objects, profiles)[0]
+
+
 def test_trtexec_lines_for_10_and_11(graphs, tmp_path):
     opts = BuildOptions(workspace_mib=2048, timing_cache="cache dir/t.cache", hardware_compat="same-cc",
                         version_compat=True, optimization_level=4)
@@ -147,6 +216,7 @@ def test_build_writes_engines_and_a_complete_manifest(graphs_dir, tmp_path):
     assert d["gpu"] == {"name": H100[0], "compute_capability": [9, 0]}
     assert d["compat"] == {"hardware": "ampere+", "version_compatible": False}
     assert d["profile"]["num_objects"] == {"min": 1, "opt": 2, "max": EXPORT_MAX_OBJECTS}
+    assert "batch" not in d["profile"] and m.batches is None  # one stream per call: a fixed batch
     assert d["options"]["workspace_mib"] == 512 and d["options"]["strongly_typed"] is True
     assert d["source"]["manifest_sha256"] and set(d["source"]["graphs"]) == set(d["engines"])
     for name, e in d["engines"].items():
@@ -155,6 +225,41 @@ def test_build_writes_engines_and_a_complete_manifest(graphs_dir, tmp_path):
     assert d["built_at"] and d["build_seconds"] >= 0
     m2, notes = load_engine_manifest(out, tensorrt_version="10.16.1.11", gpu=H100)
     assert m2.spec == m.spec and notes == []
+
+
+def test_build_records_the_batch_profile(streams_graphs, tmp_path):
+    out = tmp_path / "engines"
+    m, builder = fake_build(streams_graphs.directory, out)
+    assert m.batches == (1, 3, 3)
+    d = json.loads((out / ENGINE_MANIFEST_NAME).read_text())
+    assert d["profile"]["batch"] == {"min": 1, "opt": 3, "max": 3}
+    assert d["spec"]["max_streams"] == 3
+    for name, profile in builder.built:  # what the builder was given: axis 0 of every input 1..3
+        assert all([s["min"][0], s["opt"][0], s["max"][0]] == [1, 3, 3] for s in profile.values()), name
+    m2, _ = load_engine_manifest(out, tensorrt_version="10.16.1.11", gpu=H100)
+    assert m2.batches == (1, 3, 3) and "streams per call 1..3 (opt 3)" in m2.describe()
+    m3, _ = fake_build(streams_graphs.directory, out, BuildOptions(opt_streams=2), overwrite=True)
+    d = json.loads((out / ENGINE_MANIFEST_NAME).read_text())
+    assert m3.batches == (1, 2, 3) and d["profile"]["batch"]["opt"] == 2 and d["options"]["opt_streams"] == 2
+
+
+def test_an_engine_manifest_without_a_fitting_batch_profile_is_refused(streams_graphs, tmp_path):
+    out = tmp_path / "engines"
+    fake_build(streams_graphs.directory, out)
+    path = out / ENGINE_MANIFEST_NAME
+    good = json.loads(path.read_text())
+    d = json.loads(path.read_text())
+    del d["profile"]["batch"]
+    path.write_text(json.dumps(d))
+    with pytest.raises(EngineManifestError, match=r"batch axis \(up to 3 streams per call\) but record no batch "
+                                                  r"profile: rebuild them: s3rt build") as e:
+        read_engine_manifest(out)
+    one_line(e)
+    d = json.loads(json.dumps(good))
+    d["profile"]["batch"]["max"] = 4
+    path.write_text(json.dumps(d))
+    with pytest.raises(EngineManifestError, match=r"batch profile \[1, 3, 4\] .* does not fit the graph set's batch 1..3"):
+        read_engine_manifest(out)
 
 
 def test_build_refuses_bad_out_and_overwrites_only_when_asked(graphs_dir, tmp_path):
