@@ -3,7 +3,9 @@ run on PyTorch CUDA tensors, on PyTorch's current stream.
 
 Each call binds the inputs (made contiguous, in the engine's dtype) and freshly allocated
 outputs (PyTorch's caching allocator, on the same stream) with `set_tensor_address`, sets the
-input shapes only when the object count changed since that engine's last call, and enqueues
+input shapes only when the object count (or, for engines built from a graph set with the batch
+axis, the call's batch: the number of streams a `StreamPool` call serves) changed since that
+engine's last call, and enqueues
 `execute_async_v3` on `torch.cuda.current_stream()`. Nothing is copied to the host and nothing
 synchronizes, so the tracker's sequence of graphs (encoder, readout, fusion, decoder, mask
 encoder) runs back to back on one stream. When the caller is on the legacy default stream (handle
@@ -16,7 +18,7 @@ cuda_memory_readout`) on the same stream when its library is built (readout="aut
 "cuda-kernel"), or the readout engine (readout="engine"); `describe()` says which ran.
 
 cuda_graphs=True captures each graph call (engine, or the kernel) in a CUDA graph per object
-count, with static input and output buffers: a call copies its inputs into the static buffers,
+count and batch, with static input and output buffers: a call copies its inputs into the static buffers,
 replays the graph and returns copies of the outputs. A new object count drops the captures and
 they are captured again. (Capturing a whole frame as one graph needs the tracker to hand over
 its frame; it does not yet.)
@@ -31,7 +33,8 @@ import torch
 from s3rt.graphs import GRAPHS, Manifest
 from s3rt.runtime.backends.base import Backend
 from s3rt.runtime.backends.tensorrt.loader import TrtEngines, load_engines
-from s3rt.runtime.backends.tensorrt.plan import BindingPlan, CudaGraphBook, ShapeState, object_count, readout_choice
+from s3rt.runtime.backends.tensorrt.plan import (BindingPlan, CudaGraphBook, ShapeState, batch_size, object_count,
+                                                 readout_choice)
 
 
 class TensorRTBackend(Backend):
@@ -57,13 +60,14 @@ class TensorRTBackend(Backend):
         self.manifest = m
         self.top_k = m.spec.top_k
         self.objects = m.objects
+        self.batches = m.batches  # (min, opt, max) rows of the batch axis, or None (a fixed batch)
         self.readout_impl = readout_choice(readout, *self._kernel_available())
         self.cuda_graphs = bool(cuda_graphs)
         self.stream_mode = stream
         self._stream = None
         self.shapes = ShapeState()
         self.book = CudaGraphBook()
-        self._static: dict[tuple[str, int], tuple[dict, dict]] = {}
+        self._static: dict[tuple[str, int, int], tuple[dict, dict]] = {}
         self._specs = {name: (e.inputs, e.outputs) for name, e in m.engines.items()}
 
     def _kernel_available(self) -> tuple[bool, str]:
@@ -93,12 +97,17 @@ class TensorRTBackend(Backend):
     # ---- running -------------------------------------------------------------------------------
     def _run(self, graph: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         in_specs, out_specs = self._specs[graph]
-        n = object_count(in_specs, {k: tuple(v.shape) for k, v in inputs.items()})
+        shapes = {k: tuple(v.shape) for k, v in inputs.items()}
+        n = object_count(in_specs, shapes)
         lo, _, hi = self.objects
         if n and not lo <= n <= hi:
             raise ValueError(f"{graph}: {n} objects, but the engines in {self.source} take {lo}..{hi}: "
                              f"{self.manifest.build_command(min_objects=min(lo, n), max_objects=max(hi, n))}")
-        plan = BindingPlan.make(graph, in_specs, out_specs, n)
+        b = batch_size(in_specs, shapes)
+        if b and self.batches is not None and not self.batches[0] <= b <= self.batches[2]:
+            raise ValueError(f"{graph}: batch {b}, but the engines in {self.source} take {self.batches[0]}.."
+                             f"{self.batches[2]}: {self.manifest.build_command()}")
+        plan = BindingPlan.make(graph, in_specs, out_specs, n, b or None)
         with self._on_device():
             side = self._side_stream()
             if side is None:
@@ -160,12 +169,12 @@ class TensorRTBackend(Backend):
             self._kernel_readout(feeds, outs)
             return
         context: "trt.IExecutionContext" = self.opened.contexts[graph]  # noqa: F821 (for the API check)
-        if plan.dynamic and self.shapes.needs_update(graph, plan.num_objects):
+        if plan.dynamic and self.shapes.needs_update(graph, plan.shape_key):
             for b in plan.inputs:
                 if not context.set_input_shape(b.name, b.shape):
                     raise RuntimeError(f"{graph}: TensorRT refused input shape {b.shape} for {b.name} (engines in "
-                                       f"{self.source}, objects {self.objects[0]}..{self.objects[2]})")
-            self.shapes.updated(graph, plan.num_objects)
+                                       f"{self.source}, {self.manifest.describe()})")
+            self.shapes.updated(graph, plan.shape_key)
         for name, t in feeds.items():
             context.set_tensor_address(name, t.data_ptr())
         for name, t in outs.items():
@@ -197,8 +206,8 @@ class TensorRTBackend(Backend):
 
     # ---- CUDA graphs ---------------------------------------------------------------------------
     def _run_captured(self, graph: str, plan: BindingPlan, inputs: dict) -> dict[str, torch.Tensor]:
-        key = (graph, plan.num_objects)
-        captured = self.book.lookup(graph, plan.num_objects)
+        key = (graph, plan.num_objects, plan.batch)
+        captured = self.book.lookup(graph, plan.num_objects, plan.batch)
         if captured is None:
             self._static = {k: v for k, v in self._static.items() if k[1] in (0, plan.num_objects)}
             feeds = {b.name: self._prepare(graph, b.name, inputs[b.name]).clone() for b in plan.inputs}
@@ -212,7 +221,7 @@ class TensorRTBackend(Backend):
                 self._enqueue(graph, plan, feeds, outs)
             torch.cuda.current_stream(self.device).wait_stream(capture_stream)
             self._static[key] = (feeds, outs)
-            self.book.store(graph, plan.num_objects, cuda_graph)
+            self.book.store(graph, plan.num_objects, cuda_graph, plan.batch)
             captured = cuda_graph
         feeds, outs = self._static[key]
         for b in plan.inputs:
