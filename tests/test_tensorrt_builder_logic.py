@@ -3,7 +3,8 @@
 The API conformance test (test_tensorrt_api.py) proves every name and call exists in the real
 10.x and 11.x bindings; this one runs the code's logic: the stand-in parser reads the real
 exported ONNX graphs (input names, which dimensions are dynamic), so it checks that the
-profile s3rt plans covers exactly the graph's dynamic inputs, that 10.x sets STRONGLY_TYPED and
+profile s3rt plans covers exactly the graph's dynamic inputs (with the batch axis of a graph set
+exported with --max-streams: every input, the encoder's too), that 10.x sets STRONGLY_TYPED and
 11.x does not, that TF32 is cleared unless asked for, and that the workspace, hardware and
 version compatibility, timing cache and profile reach the builder config. What TensorRT does
 with them (parsing, tactics, the engine) is only checked by the marked GPU tests."""
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_export
-from s3rt.engines import BuildError, BuildOptions, build_engines, plan_profiles
+from s3rt.engines import BuildError, BuildOptions, batch_range, build_engines, plan_profiles
 from s3rt.engines.builder import EngineBuilder
 
 onnx = pytest.importorskip("onnx")
@@ -172,6 +173,29 @@ def test_builder_logic_on_the_real_graphs(graphs, version):
                 shape = next(t.shape for t in network.inputs if t.name == inp)
                 for dims in (lo, opt, hi):  # the plan agrees with the graph's static dims
                     assert all(s in (-1, d) for s, d in zip(shape, dims)) and len(dims) == len(shape)
+
+
+@pytest.mark.parametrize("opt_streams", [None, 2])
+def test_builder_profiles_span_the_batch_axis_of_the_real_graphs(tmp_path_factory, opt_streams):
+    from test_engines import streams_export
+
+    graphs = streams_export(tmp_path_factory)
+    trt = fake_trt("11.4.0.106")
+    b = EngineBuilder(trt, BuildOptions(opt_streams=opt_streams))
+    batches = batch_range(BuildOptions(opt_streams=opt_streams), graphs.spec)
+    assert batches == (1, opt_streams or 3, 3)
+    profiles = plan_profiles(graphs, (1, 2, 3), batches)
+    for name in graphs.graphs:
+        b.build(str(graphs.graph_path(name)), profiles[name])
+    for (network, config), name in zip(b.builder.built, graphs.graphs):
+        (profile,) = config.profiles  # every graph has a profile: axis 0 is dynamic in the ONNX graph
+        dynamic = {t.name for t in network.inputs if -1 in t.shape}
+        assert set(profile.shapes) == dynamic == {t.name for t in network.inputs}, name
+        for inp, (lo, opt, hi) in profile.shapes.items():
+            shape = next(t.shape for t in network.inputs if t.name == inp)
+            assert shape[0] == -1 and (lo[0], opt[0], hi[0]) == batches, (name, inp)
+            for dims in (lo, opt, hi):
+                assert all(s in (-1, d) for s, d in zip(shape, dims)) and len(dims) == len(shape)
 
 
 def test_builder_refuses_a_graph_that_does_not_match_its_manifest(graphs):
