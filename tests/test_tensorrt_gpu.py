@@ -2,8 +2,10 @@
 anywhere else, which is every development and CI machine): build the cutie-test graph set,
 check each engine against the torch reference on the same inputs (FP32, TF32 off), the kernel
 readout against the readout engine, CUDA-graph replay against plain execution across an object
-count change, the timing cache, and a whole clip through `run_parity`. benchmarks/gpu_check.sh
-runs these where TensorRT is importable."""
+count change, the timing cache, a whole clip through `run_parity`, and engines with the batch
+axis (a graph set exported with --max-streams 3): each engine against the reference at batch 1, 2
+and 3, and a StreamPool on them against solo trackers. benchmarks/gpu_check.sh runs these where
+TensorRT is importable."""
 
 import pytest
 import torch
@@ -98,3 +100,56 @@ def test_a_clip_through_run_parity(built):
     report = run_parity(export.directory, frames, masks[0], gt_masks=masks,
                         backend=TensorRTBackend(m.directory, device="cuda"))
     assert report["passed"] or report["explained"], report.get("failures")
+
+
+@pytest.fixture(scope="module")
+def built_streams(tmp_path_factory):
+    from test_engines import streams_export
+
+    export = streams_export(tmp_path_factory)
+    m = build_engines(export.directory, tmp_path_factory.mktemp("trt-gpu-streams") / "engines", BuildOptions(),
+                      progress=False)
+    return export, m
+
+
+def test_engines_with_the_batch_axis_match_the_reference_at_every_batch(built_streams):
+    export, m = built_streams
+    assert m.batches == (1, 3, 3)
+    model = build_model(export.config(), seed=export.seed or 0)
+    ref = create_backend("torch", model=model, device="cuda", top_k=export.spec.top_k, readout="reference")
+    plain = TensorRTBackend(m.directory, device="cuda", readout="engine")
+    captured = TensorRTBackend(m.directory, device="cuda", readout="engine", cuda_graphs=True)
+    spec = export.spec
+    io = graph_io(export.config(), spec.padded_size, spec.graph_batch, spec.memory_tokens)
+    for n, batch in ((2, 1), (2, 3), (2, 2), (3, 3), (1, 1)):  # shapes set again on every change
+        for graph, (inputs, _) in io.items():
+            x = {k: v.cuda() for k, v in example_inputs(inputs, n, seed=n + batch, batch=batch).items()}
+            want = ref.run(graph, x)
+            _compare(plain.run(graph, x), want)
+            _compare(captured.run(graph, x), want)
+
+
+def test_a_stream_pool_on_engines_with_the_batch_axis(built_streams):
+    from s3rt.serving import StreamFrame, StreamPool
+    from s3rt.runtime.tracker import Tracker
+    from s3rt.synthetic import make_clip
+
+    export, m = built_streams
+    H, W = export.spec.padded_size
+    clips = [make_clip(10, H, W, num_objects=2, seed=60 + k) for k in range(4)]
+    pool = StreamPool(backend="tensorrt", engines=str(m.directory), device="cuda", size=-1, mem_every=3)
+    assert pool.max_batch == 3
+    for k in range(4):
+        pool.open(k)
+    got = {k: [] for k in range(4)}
+    for t in range(10):
+        out = pool.step({k: StreamFrame(f[t], ms[0] if t == 0 else None, end=t == 9) for k, (f, ms) in enumerate(clips)})
+        for k, r in out.items():
+            got[k].append(r)
+    assert max(b for (g, b) in pool.calls if g == "encoder") == 3  # 4 streams: calls of 3 and 1
+    for k, (f, ms) in enumerate(clips):
+        solo = Tracker(backend="tensorrt", engines=str(m.directory), device="cuda", size=-1, mem_every=3)
+        for t in range(10):
+            want = solo.step(f[t], ms[0] if t == 0 else None, end=t == 9)
+            err = (got[k][t].prob.float().cpu() - want.prob.float().cpu()).abs().max().item()
+            assert err <= 1e-4, f"stream {k} frame {t}: max |Δ prob| {err:.2e}"
