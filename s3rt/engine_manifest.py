@@ -9,7 +9,8 @@ What it records: the TensorRT version and the GPU (name, compute capability) the
 built with, the compatibility settings (hardware level, version compatibility), the source
 graph set (its manifest's sha256 and every graph file's sha256), the spec, model config and
 checkpoint label copied from it, the optimization profile over the object axis (and over the
-batch axis, in rows, for a graph set made for several streams per call), the build options, each engine file's sha256, size, precision and tensor shapes, and the build times.
+batch axis, in rows, for a graph set made for several streams per call), the build options,
+each engine file's sha256, size, precision and tensor shapes, and the build times.
 
 Every refusal is one line that names both sides and the command that fixes it.
 """

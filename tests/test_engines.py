@@ -1,5 +1,6 @@
 """Engine building without TensorRT: options, profiles over the object axis (and the batch axis
-of graph sets made for several streams per call), trtexec command lines, the whole `build_engines` flow with a stand-in builder (temporary folder, install,
+of graph sets made for several streams per call), trtexec command lines, the whole
+`build_engines` flow with a stand-in builder (temporary folder, install,
 timing cache, engines.json), the engine manifest's checks and refusals, and `s3rt build`'s
 one-line errors. The real TensorRT build is in tests/test_tensorrt_gpu.py (marked)."""
 
@@ -258,7 +259,8 @@ def test_an_engine_manifest_without_a_fitting_batch_profile_is_refused(streams_g
     d = json.loads(json.dumps(good))
     d["profile"]["batch"]["max"] = 4
     path.write_text(json.dumps(d))
-    with pytest.raises(EngineManifestError, match=r"batch profile \[1, 3, 4\] .* does not fit the graph set's batch 1..3"):
+    with pytest.raises(EngineManifestError, match=r"batch profile \[1, 3, 4\] .* does not fit the graph set's "
+                                                  r"batch 1..3"):
         read_engine_manifest(out)
 
 

@@ -79,7 +79,7 @@ def _solo_masks(frames, first_mask):
     from s3rt.model import build_model
     from s3rt.runtime.tracker import Tracker
 
-    solo = Tracker(build_model("cutie-test"), size=-1, mem_every=3)  # the repository's weights: the preset's seeded ones
+    solo = Tracker(build_model("cutie-test"), size=-1, mem_every=3)  # the repository's weights: the preset's seeds
     with _one_thread():
         return [solo.step(f, first_mask if t == 0 else None, end=t == len(frames) - 1).mask
                 for t, f in enumerate(frames)]

@@ -130,8 +130,8 @@ def test_engines_with_the_batch_axis_match_the_reference_at_every_batch(built_st
 
 
 def test_a_stream_pool_on_engines_with_the_batch_axis(built_streams):
-    from s3rt.serving import StreamFrame, StreamPool
     from s3rt.runtime.tracker import Tracker
+    from s3rt.serving import StreamFrame, StreamPool
     from s3rt.synthetic import make_clip
 
     export, m = built_streams
@@ -143,7 +143,8 @@ def test_a_stream_pool_on_engines_with_the_batch_axis(built_streams):
         pool.open(k)
     got = {k: [] for k in range(4)}
     for t in range(10):
-        out = pool.step({k: StreamFrame(f[t], ms[0] if t == 0 else None, end=t == 9) for k, (f, ms) in enumerate(clips)})
+        out = pool.step({k: StreamFrame(f[t], ms[0] if t == 0 else None, end=t == 9)
+                         for k, (f, ms) in enumerate(clips)})
         for k, r in out.items():
             got[k].append(r)
     assert max(b for (g, b) in pool.calls if g == "encoder") == 3  # 4 streams: calls of 3 and 1
