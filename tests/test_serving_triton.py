@@ -4,7 +4,8 @@ Marked `triton`. It runs when S3RT_TRITON_VENV names the separate venv made by
 `bash serving/triton_env.sh` (nvidia-pytriton's tritonserver 2.51 with its Python backend, numpy
 < 2, torch, s3rt); otherwise it skips and says so (with S3RT_REQUIRE_TRITON=1, as in CI, it fails
 instead). `-m "not triton"` deselects it. `.ci/run` makes the venv and requires it (opt out with
-S3RT_CI_TRITON=0). Under a minute here (48 s on 2 cores at load 5.4), plus about a minute for the venv:
+S3RT_CI_TRITON=0). Under a minute on 2 cores (38 s at load 2, 48 s at load 5.4), plus under a
+minute for the venv:
 
     bash serving/triton_env.sh .venv/triton
     S3RT_TRITON_VENV=.venv/triton python -m pytest -m "not slow" -q      # the default command, plus this test
