@@ -111,7 +111,7 @@ def _children(pid: int) -> list[int]:
 def server(tmp_path_factory, request):
     grpc = pytest.importorskip("tritonclient.grpc", reason="the client side needs tritonclient in this venv")
     if VENV is None:
-        _missing("S3RT_TRITON_VENV is not set (the real-server test is opt-in)")
+        _missing("S3RT_TRITON_VENV is not set (the real-server test needs its own venv)")
     if not (VENV / "bin" / "python").exists():
         _missing(f"no Triton test venv at {VENV}")
     site = _site(VENV)
