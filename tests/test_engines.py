@@ -182,6 +182,20 @@ def test_trtexec_lines_with_the_batch_axis(streams_graphs, tmp_path):
     assert "streams per call 1..3 (opt 3)" in describe_plan(g, objects, profiles)[0]
 
 
+def test_cli_opt_streams(streams_graphs, graphs_dir, tmp_path, capsys):
+    h, w = EXPORT_SIZE
+    rc, out, err = run_cli(capsys, "--graphs", streams_graphs.directory, "--out", tmp_path / "e", "--print-trtexec",
+                           "--tensorrt-major", "11", "--opt-streams", "2")
+    assert rc == 0, err
+    assert "streams per call 1..3 (opt 2)" in out and f"--optShapes=image:2x3x{h}x{w}" in out
+    rc, _, err = run_cli(capsys, "--graphs", streams_graphs.directory, "--out", tmp_path / "e", "--print-trtexec",
+                         "--tensorrt-major", "11", "--opt-streams", "4")
+    assert rc == 2 and "1..3" in err and err.count("\n") == 1, err
+    rc, _, err = run_cli(capsys, "--graphs", graphs_dir, "--out", tmp_path / "e", "--print-trtexec",
+                         "--tensorrt-major", "11", "--opt-streams", "2")  # a one-stream set
+    assert rc == 2 and "--max-streams" in err, err
+
+
 def test_trtexec_lines_for_10_and_11(graphs, tmp_path):
     opts = BuildOptions(workspace_mib=2048, timing_cache="cache dir/t.cache", hardware_compat="same-cc",
                         version_compat=True, optimization_level=4)
@@ -422,5 +436,5 @@ def test_build_help_lists_the_options(capsys):
         cli.main(["build", "--help"])
     text = capsys.readouterr().out
     for flag in ("--timing-cache", "--workspace", "--hardware-compat", "--version-compat", "--print-trtexec",
-                 "--min-objects", "--opt-objects", "--max-objects"):
+                 "--min-objects", "--opt-objects", "--max-objects", "--opt-streams"):
         assert flag in text

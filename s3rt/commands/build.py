@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the count TensorRT tunes for (default 2, or --max-objects when smaller)")
     p.add_argument("--max-objects", type=_positive, default=None, metavar="N",
                    help="default: the graph set's --max-objects")
+    p.add_argument("--opt-streams", type=_positive, default=None, metavar="S",
+                   help="graph sets exported with --max-streams: the streams per call TensorRT tunes for (default: "
+                        "all of them, what a busy server batches; the profile always covers 1..max-streams)")
     b = parser.add_argument_group("builder")
     b.add_argument("--workspace", type=_positive, default=None, metavar="MIB",
                    help="workspace memory pool limit in MiB (default: TensorRT's, the GPU's memory)")
@@ -67,7 +70,7 @@ def options_from(args) -> "BuildOptions":  # noqa: F821
     from s3rt.engines import BuildOptions
 
     return BuildOptions(min_objects=args.min_objects, opt_objects=args.opt_objects, max_objects=args.max_objects,
-                        workspace_mib=args.workspace, timing_cache=args.timing_cache,
+                        opt_streams=args.opt_streams, workspace_mib=args.workspace, timing_cache=args.timing_cache,
                         hardware_compat=args.hardware_compat, version_compat=args.version_compat,
                         optimization_level=args.opt_level, tf32=args.tf32)
 
