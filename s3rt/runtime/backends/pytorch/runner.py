@@ -5,7 +5,9 @@ The readout is one of four implementations of the same contract (`readout=`):
 - "dense": the official formulation (`similarity`, top-k scattered into a dense memory x pixels
   affinity, one matmul with the values), the default without the CUDA kernel: on a CPU it is
   1.4-2x faster than gathering the k values per pixel (cutie-base 480p: 52 vs 113 ms at 1620
-  memory tokens, 308 vs 435 ms at 8100);
+  memory tokens, 308 vs 435 ms at 8100), and, computed in place on one buffer as the official
+  code does, faster than the official readout (154 vs 232 ms at 8100 tokens on 2 threads,
+  benchmarks/results/vs_official_cpu.md);
 - "reference": the reference readout (`VOSNetwork.read_memory`, gathering the k values);
 - "graph": the exported readout module, in PyTorch;
 - "cuda-kernel": the fused CUDA kernel (`s3rt.runtime.readout_kernel`), the default on CUDA
