@@ -423,10 +423,15 @@ def main(argv=None) -> int:
     lines.append("")
     hw = ((h + 15) // 16) * ((w + 15) // 16)
     lines += ["Readout (p50 ms) by the memory it reads (frames held x tokens per frame; Cutie's working memory "
-              "fills by one frame every 5 frames):", "",
+              f"fills by one frame every {cfg.mem_every} frames):", "",
               "| memory frames (tokens) | " + " | ".join(stats) + " |", "|---|" + "---|" * len(stats)]
-    for held in range(1, 6):
-        sel = [i for i in range(max(1, args.warmup), len(frames_np)) if min(5, 1 + (i - 1) // 5) == held]
+    # Without long-term memory the working memory is a FIFO of max_mem_frames; with it, it grows to
+    # long_term.max_mem_frames and is then consolidated (frames after that read a compressed memory: left out).
+    cap = cfg.long_term.max_mem_frames if args.long_term else cfg.max_mem_frames
+    last = cfg.mem_every * (cap - 1) if args.long_term else len(frames_np)
+    for held in range(1, cap + 1):
+        sel = [i for i in range(max(1, args.warmup), min(len(frames_np), last + 1))
+               if min(cap, 1 + (i - 1) // cfg.mem_every) == held]
         if sel:
             cells = [pct([best[k][i]["stages"]["readout"] for i in sel if "readout" in best[k][i]["stages"]], 50)
                      for k in stats]
