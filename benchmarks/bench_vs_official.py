@@ -77,9 +77,9 @@ def read_mask(path: Path) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- the official code
 def load_official(root: str | None):
-    hint = ("get the official code with `git clone https://github.com/hkchengrex/Cutie` (the folder that holds "
-            "the `cutie` package) and pass --official-root DIR or set OFFICIAL_CUTIE_ROOT; it needs "
-            "`pip install omegaconf`")
+    hint = ("get the official code (the GitHub repository hkchengrex/Cutie: clone it, or copy its `cutie` package) "
+            "and pass --official-root DIR, DIR being the folder that holds `cutie/`, or set OFFICIAL_CUTIE_ROOT; "
+            "it needs `pip install omegaconf`")
     if not root:
         raise SystemExit(f"bench_vs_official: no official Cutie code given: {hint}")
     root_p = Path(root).expanduser().resolve()
@@ -108,7 +108,7 @@ def official_config(root: Path, *, long_term: bool):
 
     cfg_dir = root / "cutie" / "config"
     base = OmegaConf.load(cfg_dir / "eval_config.yaml")
-    base = OmegaConf.masked_copy(base, [k for k in base.keys() if k not in ("defaults", "hydra", "datasets")])
+    base = OmegaConf.masked_copy(base, [k for k in base if k not in ("defaults", "hydra", "datasets")])
     cfg = OmegaConf.merge(base, {"model": OmegaConf.load(cfg_dir / "model" / "base.yaml")})
     # d17-val: size 480, use_long_term False, mem_every 5 (the dataset entry overrides the nulls)
     cfg.use_long_term = bool(long_term)
@@ -271,16 +271,18 @@ def folded_bn(module: torch.nn.Module) -> torch.nn.Module:
 
 def loadavg() -> str:
     try:
-        return " ".join(open("/proc/loadavg").read().split()[:3])
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
     except OSError:
         return "n/a"
 
 
 def cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
@@ -333,7 +335,7 @@ def main(argv=None) -> int:
     clock = StageClock()
     clock.instrument(network, MemoryManager)
 
-    lt = dict(use_long_term=True) if args.long_term else {}
+    lt = {"use_long_term": True} if args.long_term else {}
     paths = {
         "official Cutie (InferenceCore, eager PyTorch)": None,
         "s3rt, torch backend": lambda: Tracker(model, backend="torch", size=-1, profile=True, **lt),
