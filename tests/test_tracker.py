@@ -355,3 +355,25 @@ def test_dense_readout_equals_the_gathering_reference(model, use_long_term):
         assert float((a.prob - b.prob).abs().max()) <= 1e-6, i
     if use_long_term:  # usage drives consolidation: the same tokens were kept
         assert torch.equal(dense.banks[0].valid, ref.banks[0].valid)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 6, 17])
+@pytest.mark.parametrize("size", [(1, 1), (7, 13), (48, 64)])
+def test_id_mask_is_argmax(channels, size):
+    """The channel-by-channel id mask equals ids[argmax] exactly: random probabilities, ties (the
+    first channel wins, as argmax), quantised values with many ties, and NaN."""
+    from s3rt.runtime.tracker import id_mask
+
+    g = torch.Generator().manual_seed(channels * 100 + size[0])
+    ids = [0] + [int(i) for i in torch.randperm(255, generator=g)[: channels - 1] + 1]
+    lut = torch.tensor(ids, dtype=torch.uint8)
+    cases = [torch.rand(channels, *size, generator=g).softmax(0),
+             (torch.rand(channels, *size, generator=g) * 3).round() / 3]  # many exact ties
+    tie = torch.rand(channels, *size, generator=g)
+    tie[-1] = tie[0]  # the last channel ties the first everywhere
+    cases.append(tie)
+    nan = torch.rand(channels, *size, generator=g)
+    nan[channels // 2, 0, 0] = float("nan")
+    cases.append(nan)
+    for p in cases:
+        assert torch.equal(id_mask(p, ids), lut[p.argmax(0)])

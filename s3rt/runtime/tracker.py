@@ -408,10 +408,26 @@ class Tracker:
         order = sorted(range(len(self.object_ids)), key=lambda i: self.object_ids[i])
         ids = [self.object_ids[i] for i in order]
         prob = prob[[0] + [i + 1 for i in order]]
-        lut = torch.tensor([0] + ids, device=prob.device, dtype=torch.uint8)
-        mask = lut[prob.argmax(0)].cpu().numpy()
+        mask = id_mask(prob, [0] + ids).cpu().numpy()
         return TrackResult(mask=mask, prob=prob, object_ids=ids, frame_index=self.frame_index,
                            memory_frame=wrote, timings=timings)
+
+
+def id_mask(prob: torch.Tensor, ids) -> torch.Tensor:
+    """The id mask (uint8) of per-channel probabilities [C,H,W]: ids[prob.argmax(0)], the first
+    channel on ties. Channel by channel (a compare and a max per object) instead of argmax over
+    dim 0, which reads the channels with a stride: on our 2-core CPU at 480 x 854, 72 ms against
+    32 for background + 1 object, 88 against 48 for 16 objects. With a NaN anywhere it falls back
+    to argmax (which takes NaN as the maximum), so the result is always argmax's."""
+    if torch.isnan(prob).any():
+        lut = torch.tensor(list(ids), device=prob.device, dtype=torch.uint8)
+        return lut[prob.argmax(0)]
+    mask = torch.full(prob.shape[1:], int(ids[0]), dtype=torch.uint8, device=prob.device)
+    best = prob[0]
+    for c in range(1, prob.shape[0]):
+        mask.masked_fill_(prob[c] > best, int(ids[c]))
+        best = torch.maximum(best, prob[c])
+    return mask
 
 
 def _object_ids(ids, what: str) -> list[int]:
