@@ -20,8 +20,9 @@ speed: per frame and per stage, torch eager FP32 against ONNX Runtime FP32, FP16
 same clip, in one process, alternating the configurations round by round (the best round's
 median is kept). INT8 sets are made here from the given FP32 sets (the rest FP32): encoder
 and mask encoder INT8 in TensorRT's format (symmetric int8 activations, Q/DQ on inputs) and in
-ONNX Runtime's CPU format (--int8-target cpu: uint8 activations), and all four graphs with
-weights (encoder, fusion, decoder, mask encoder) INT8 in the CPU format. Also measures
+ONNX Runtime's CPU format (--int8-target cpu: uint8 activations), and in the CPU format
+encoder, decoder and mask encoder ("3 graphs") or all four graphs with weights ("4 graphs": the
+fusion too, which loses accuracy; see the README). Also measures
 this CPU's FP32 GEMM rate (torch) and int8 GEMM rate (ONNX Runtime MatMulInteger).
 """
 
