@@ -250,6 +250,7 @@ def test_parity_judges_reduced_sets_by_relative_error_and_mask_agreement(sets, f
         assert 0 < g["rel_l2"] < 10 if precisions[name] == "int8" else True
     text = format_report(lenient)
     assert "INT8 criteria" in text and "rel L2" in text and "result: PASS" in text
+    assert 0 <= lenient["jf_vs_reference"]["J&F"] <= 1 and "against the FP32 reference's" in text
 
     strict = run_parity(int8, frames, masks[0], options=ParityOptions(
         size=-1, reduced=ReducedCriteria(graph_rel_l2=1e-9, mean_mask_iou=1.01)))
@@ -263,6 +264,7 @@ def test_parity_judges_reduced_sets_by_relative_error_and_mask_agreement(sets, f
                                    "jf_drop": REDUCED_CRITERIA["int8"].jf_drop}
     fp32_report = run_parity(fp32, frames, masks[0], options=ParityOptions(size=-1))
     assert fp32_report["criteria"] is None and fp32_report["precision"] == "fp32"
+    assert fp32_report["jf_vs_reference"] is None
 
 
 def test_parity_cli_refuses_reduced_criteria_for_an_fp32_set(fp32, tmp_path, capsys):

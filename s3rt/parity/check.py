@@ -113,6 +113,8 @@ def run_parity(export_dir, frames, first_mask, *, gt_masks=None, extra_masks: di
                                        criteria, rel_l2)
     graphs = compare_graphs(reference.records, other, options.gtol, reference.inner, rel_l2)
     jf = _jf(("torch", other.name), masks, gt_masks, stream["frames"]) if gt_masks is not None else None
+    # a reduced set: how far its masks are from the FP32 reference's, as J&F (the reference's masks as truth)
+    jf_vs_reference = None if criteria is None else _jf((other.name,), masks[1:], masks[0], stream["frames"])[other.name]
 
     failures = _failures(stream, graphs, options) if criteria is None else \
         _reduced_failures(stream, graphs, jf, criteria, options)
@@ -127,7 +129,7 @@ def run_parity(export_dir, frames, first_mask, *, gt_masks=None, extra_masks: di
         "tolerance": options.tolerance, "graph_tolerance": options.gtol, "capture_frames": options.capture_frames,
         "precision": precision, "precisions": manifest.precisions,
         "criteria": None if criteria is None else dataclasses.asdict(criteria),
-        "graphs": graphs, "stream": stream, "jf": jf,
+        "graphs": graphs, "stream": stream, "jf": jf, "jf_vs_reference": jf_vs_reference,
         "speed": {name: summarize(*t) for name, t in times.items()},
         "passed": not failures, "failures": failures, "explained": explained,
     }

@@ -66,6 +66,10 @@ def format_report(report: dict) -> str:
         lines += ["", _table(["J&F vs ground truth", "J&F", "J", "F"],
                              [[k, f"{v['J&F']:.3f}", f"{v['J']:.3f}", f"{v['F']:.3f}"]
                               for k, v in report["jf"].items()])]
+    if report.get("jf_vs_reference"):
+        v = report["jf_vs_reference"]
+        lines.append(f"J&F of {report['backend']}'s masks against the FP32 reference's: {v['J&F']:.3f} "
+                     f"(J {v['J']:.3f}, F {v['F']:.3f})")
     notes = [f"graph {name}: the reference alone moves by {g['reference_jitter']:.1e} when its inputs move by 1e-6 "
              f"relative ({'a discontinuity of the model' if g['explained'] else 'smooth: suspect the export'})"
              for name, g in report["graphs"].items() if "reference_jitter" in g]
