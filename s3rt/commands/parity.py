@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "FP16 and INT8 sets are judged by relative error and mask agreement, not by --tolerance (which then applies "
         "only to their graphs kept in FP32). Defaults: FP16 rel L2 2e-2 and mean IoU 0.99; INT8 rel L2 1e-1, mean "
         "IoU 0.90 and a J&F drop of at most 1 point with --gt")
-    reduced.add_argument("--max-rel-l2", type=float, metavar="X", help="per reduced graph, ||Δ|| / ||FP32|| at most X")
+    reduced.add_argument("--max-rel-l2", type=float, metavar="X",
+                         help="per reduced graph, ||Δ|| / ||FP32|| at most X")
     reduced.add_argument("--min-mean-iou", type=float, metavar="X",
                          help="the stream's mean mask IoU against the FP32 reference at least X")
     reduced.add_argument("--max-jf-drop", type=float, metavar="POINTS",
