@@ -182,7 +182,13 @@ def test_signals_stop_cleanly(clip, tmp_path, capsys, monkeypatch, sig, code, wo
     monkeypatch.setattr(Tracker, "step", step)
     out = tmp_path / "out"
     before = signal.getsignal(signal.SIGTERM)
-    rc, _, err = run(capsys, "--input", frames_of(clip), "--mask", mask_of(clip), "--out", out)
+    # Python raises KeyboardInterrupt on SIGINT only if SIGINT was not ignored when it started, and a
+    # shell ignores it for background jobs (`nohup ... &`, a CI runner's `&`): set Ctrl-C's default here.
+    int_before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        rc, _, err = run(capsys, "--input", frames_of(clip), "--mask", mask_of(clip), "--out", out)
+    finally:
+        signal.signal(signal.SIGINT, int_before)
     assert rc == code and len(err) == 1 and word in err[0], err
     assert not out.exists() and no_temporaries(tmp_path)
     assert signal.getsignal(signal.SIGTERM) is before  # the command's handler is gone again
