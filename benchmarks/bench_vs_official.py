@@ -376,6 +376,8 @@ def main(argv=None) -> int:
 
         x = model.normalize(pad_divide_by(frames_t[0].unsqueeze(0), 16)[0])
         trunks = {"official": network.pixel_encoder, "s3rt": model.pixel_encoder,
+                  # A/A: how far two identical trunks differ on this machine (placement in memory, order)
+                  "s3rt, a second copy (A/A)": copy.deepcopy(model.pixel_encoder),
                   "s3rt, BatchNorm folded into the convs (experiment)": folded_bn(model.pixel_encoder),
                   "s3rt, channels-last (experiment)":
                       copy.deepcopy(model.pixel_encoder).to(memory_format=torch.channels_last)}
