@@ -21,7 +21,7 @@ outputs compared frame by frame with the official ones (max |delta prob|, argmax
 Then the ResNet-50 trunk alone (pixel encoder, same input), alternating.
 
     python benchmarks/bench_vs_official.py --official-root /path/to/Cutie \\
-        --clip ../shared/data/davis/blackswan --frames 50 --repeats 2 --threads 2
+        --clip DAVIS/blackswan --frames 50 --repeats 2 --threads 2
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
 STAGES = ("encoder", "readout", "fusion", "decoder", "mask_encoder")
 
 
@@ -292,8 +291,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--official-root", default=os.environ.get("OFFICIAL_CUTIE_ROOT"),
                    help="folder holding the official `cutie` package (default: $OFFICIAL_CUTIE_ROOT)")
-    p.add_argument("--clip", default=str(HERE.parent.parent / "shared" / "data" / "davis" / "blackswan"),
-                   help="a DAVIS-format clip (default: ../shared/data/davis/blackswan)")
+    p.add_argument("--clip", required=True,
+                   help="a DAVIS-format sequence folder (JPEGImages/ and Annotations/, or the 480p subfolders), "
+                        "e.g. DAVIS 2017's blackswan, which the results in benchmarks/results/ used")
     p.add_argument("--frames", type=int, default=50, help="frames per pass (default 50; the clip's length at most)")
     p.add_argument("--repeats", type=int, default=2, help="alternating passes per path; the lowest p50 is kept")
     p.add_argument("--threads", type=int, default=os.cpu_count())
