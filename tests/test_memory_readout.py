@@ -104,3 +104,20 @@ def test_sdpa_identity():
     sdpa = F.scaled_dot_product_attention(q_aug, k_aug, values, scale=1 / 8)  # [1,P,N*V]
     full = memory_readout(qk, qe, mk, ms, mv, top_k=120)
     torch.testing.assert_close(sdpa.transpose(1, 2).reshape(1, 2, 8, 33), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("m, p, with_selection", [(1, 1, True), (37, 50, True), (300, 97, False), (1620, 64, True)])
+def test_inplace_similarity_and_affinity_are_bitwise_the_reference(m, p, with_selection):
+    """The in-place formulation (the torch backend's dense readout) gives exactly the reference's
+    values, not merely close ones, with and without a selection term and invalid slots."""
+    g = torch.Generator().manual_seed(m + p)
+    mk, ms = torch.randn(2, 16, m, generator=g), torch.rand(2, 1, m, generator=g) + 1
+    qk = torch.randn(2, 16, p, generator=g)
+    qe = torch.rand(2, 16, p, generator=g) if with_selection else None
+    ref = similarity(mk, ms, qk, qe)
+    got = similarity(mk, ms, qk, qe, inplace=True)
+    assert torch.equal(ref, got)
+    got[:, : m // 3] = float("-inf")  # invalid slots, as the readout masks them
+    ref = got.clone()
+    for k in (None, 30):
+        assert torch.equal(topk_softmax_dense(ref, k), topk_softmax_dense(got.clone(), k, inplace=True))

@@ -24,13 +24,13 @@ is the same (tests/test_tracker.py).
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
 import torch.nn as nn
 
 from s3rt.graphs import GRAPHS
 from s3rt.graphs.modules import ReferenceReadout, graph_modules
+from s3rt.model.memory_readout import similarity, topk_softmax_dense
 from s3rt.model.network import VOSNetwork
 from s3rt.runtime.backends.base import Backend
 
@@ -58,33 +58,23 @@ class KernelReadout(nn.Module):
 
 class DenseReadout(nn.Module):
     """The readout contract in the official formulation: a dense [M, P] affinity with the top-k
-    softmax weights of each pixel (zero elsewhere), multiplied with the values.
-
-    Inference only (in-place ops). The same operations in the same order as `similarity` +
-    `topk_softmax_dense` (results bitwise equal), but on one [M, P] buffer, as the official
-    `get_similarity` / `do_softmax(inplace=True)` pair reuses its similarity matrix: every
-    out-of-place step would allocate and fault in a fresh M x P tensor (53 MB at 8100 memory
-    tokens x 1620 pixels). The -inf fill for invalid slots is skipped when every slot is valid
-    (always, on the filled prefix without long-term memory)."""
+    softmax weights of each pixel (zero elsewhere), multiplied with the values. In place on one
+    [M, P] buffer, as the official `get_similarity` / `do_softmax(inplace=True)` pair (inference
+    only). The -inf fill for invalid slots is skipped when every slot is valid (always, on the
+    filled prefix without long-term memory)."""
 
     def __init__(self, top_k: int):
         super().__init__()
         self.top_k = int(top_k)
 
     def forward(self, key, selection, mem_key, mem_shrinkage, mem_values, mem_valid):
-        b, c, h, w = key.shape
+        b, _, h, w = key.shape
         n, v, m = mem_values.shape[1:]
-        qk, qe = key.flatten(2).float(), selection.flatten(2).float()
-        mk = mem_key.float().transpose(1, 2)  # [B,M,C]
-        # similarity(): -a_sq + two_ab - b_sq == two_ab - a_sq - b_sq exactly (negation is exact)
-        sim = (mk @ (qk * qe)).mul_(2)
-        sim.sub_(mk.pow(2) @ qe).sub_((qe * qk.pow(2)).sum(1, keepdim=True))
-        sim.mul_(mem_shrinkage.float().transpose(1, 2)).div_(math.sqrt(c))
+        sim = similarity(mem_key.float(), mem_shrinkage.float(), key.flatten(2).float(), selection.flatten(2).float(),
+                         inplace=True)
         if not bool(mem_valid.all()):
             sim.masked_fill_(~mem_valid.unsqueeze(2), float("-inf"))
-        # topk_softmax_dense(), with the affinity written over the similarity
-        values, indices = torch.topk(sim, k=min(self.top_k, m), dim=1)
-        affinity = sim.zero_().scatter_(1, indices, torch.softmax(values, dim=1))  # [B,M,P]
+        affinity = topk_softmax_dense(sim, self.top_k, inplace=True)  # [B,M,P]
         readout = mem_values.float().reshape(b, n * v, m) @ affinity
         return readout.view(b, n, v, h, w), affinity.sum(2)
 
