@@ -20,6 +20,16 @@ def _few_threads():
     yield
 
 
+@pytest.fixture
+def one_torch_thread():
+    """cutie-test at tiny sizes is fastest on one thread; two threads on a busy 2-core machine run
+    20x slower. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 # One small export per preset for the whole session, reused from disk by every test module.
 EXPORT_SIZE = (64, 96)
 EXPORT_MAX_OBJECTS = 3

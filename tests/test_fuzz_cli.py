@@ -18,7 +18,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from s3rt.cli import main
@@ -30,12 +29,7 @@ _CLIP = make_clip(T, H, W, 2, seed=5)
 _ONE = (_CLIP[1] > 0).astype(np.uint8)  # one object in every frame: a consistent DAVIS sequence
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ----------------------------------------------------------------------------- file makers

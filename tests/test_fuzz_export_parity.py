@@ -23,12 +23,7 @@ from conftest import EXPORT_SIZE, shared_export
 from test_fuzz_cli import _check, truncate  # noqa: E402  (same checks as run and eval)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write(path: Path, data: bytes) -> Path:

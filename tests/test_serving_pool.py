@@ -88,10 +88,12 @@ def run_pool(model, events, **options):
     return pool, got
 
 
-def run_solo(model, events, **options):
+def run_solo(model, events, *, backend_of=None, **options):
+    """Each stream alone in its own Tracker (on a fresh backend from `backend_of`, if given)."""
     want = {}
     for sid, ev in events.items():
-        tracker = Tracker(model, size=-1, mem_every=3, **options)
+        backend = {} if backend_of is None else {"backend": backend_of()}
+        tracker = Tracker(model, size=-1, mem_every=3, **backend, **options)
         want[sid] = [r for t in sorted(ev) if (r := _apply(tracker, ev[t])) is not None]
     return want
 

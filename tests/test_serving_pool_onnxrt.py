@@ -11,10 +11,9 @@ pytest.importorskip("onnxruntime")
 
 from conftest import EXPORT_MAX_OBJECTS, EXPORT_SIZE, shared_export  # noqa: E402
 from s3rt.graphs import BATCH_AXIS, GraphSetSpec, SpecError  # noqa: E402
-from s3rt.runtime.tracker import Tracker  # noqa: E402
 from s3rt.serving import StreamFrame, StreamPool  # noqa: E402
 from s3rt.synthetic import make_clip  # noqa: E402
-from test_serving_pool import _assert_same, _only  # noqa: E402
+from test_serving_pool import _assert_same, _only, run_pool, run_solo  # noqa: E402
 
 H, W = EXPORT_SIZE
 
@@ -44,34 +43,8 @@ def _events():
 
 
 def _run(backend_of, events):
-    pool = StreamPool(backend=backend_of(), size=-1, mem_every=3)
-    steps = max(t for ev in events.values() for t in ev) + 1
-    got = {sid: [] for sid in events}
-    for t in range(steps):
-        frames = {}
-        for sid, ev in events.items():
-            e = ev.get(t)
-            if e is None:
-                continue
-            if sid not in pool:
-                pool.open(sid)
-            if isinstance(e, tuple):
-                pool.delete_objects(sid, e[1])
-                e = e[2]
-            frames[sid] = e
-        for sid, r in pool.step(frames).items():
-            got[sid].append(r)
-    want = {}
-    for sid, ev in events.items():
-        tracker = Tracker(backend=backend_of(), size=-1, mem_every=3)
-        want[sid] = []
-        for t in sorted(ev):
-            e = ev[t]
-            if isinstance(e, tuple):
-                tracker.delete_objects(e[1])
-                e = e[2]
-            want[sid].append(tracker.step(e.image, e.mask, e.objects, end=e.end))
-    return pool, got, want
+    pool, got = run_pool(None, events, backend=backend_of())
+    return pool, got, run_solo(None, events, backend_of=backend_of)
 
 
 def test_graph_set_with_a_batch_axis_records_it(multi):
